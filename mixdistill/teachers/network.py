@@ -1,0 +1,62 @@
+"""A teacher defined by any network ``net(x_t, t, cond) -> logits``, optionally loaded from a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from mixdistill.processes.base import ForwardProcess
+from mixdistill.teachers.base import Teacher
+
+
+def load_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors``, or from ``.pt``/``.ckpt`` (a Lightning ``state_dict`` too)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint='{path}' does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+
+
+class NetworkTeacher(Teacher):
+    """Wraps a network whose forward is ``net(x_t (B, D), t (B,), cond) -> (B, D, S)``.
+
+    Args:
+        process: Forward process.
+        shape: Shape of one example.
+        net: The network.
+        checkpoint: Optional weights file for ``net`` (``.safetensors``, ``.pt`` or ``.ckpt``);
+            keys may carry a ``prefix``.
+        prefix: Key prefix to strip from the checkpoint (e.g. ``"net."``).
+        num_classes: Number of class labels the network accepts as ``cond``.
+    """
+
+    def __init__(
+        self,
+        process: ForwardProcess,
+        shape: tuple[int, ...],
+        net: nn.Module,
+        checkpoint: str | None = None,
+        prefix: str = "",
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__(process, shape, num_classes)
+        self.net = net
+        if checkpoint is not None:
+            state = load_state_dict(checkpoint)
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            missing, unexpected = self.net.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(
+                    f"checkpoint='{checkpoint}' (prefix='{prefix}') does not match {type(net).__name__}: "
+                    f"missing {missing[:5]}, unexpected {unexpected[:5]}."
+                )
+
+    def network_logits(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.net(x_t, t, cond)
