@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -11,6 +9,7 @@ from torch import Tensor
 from mixdistill.categorical import NEG_INF
 from mixdistill.exact import enumerate_states
 from mixdistill.processes.base import ForwardProcess
+from mixdistill.tables import TableSpec, load_table, validate_table
 from mixdistill.teachers.base import Teacher
 
 #: Log-likelihood floor for impossible (x_0, x_t) pairs. For ``x_t`` that the data can produce it
@@ -18,40 +17,6 @@ from mixdistill.teachers.base import Teacher
 #: sampler can reach such states) it makes the posterior favour the data states that need the fewest
 #: impossible transitions, a well-defined extension instead of a division by zero.
 LOG_FLOOR = float(np.log(1e-30))
-
-
-def load_table(table: str | Path | Tensor | np.ndarray) -> Tensor:
-    """A probability table from a tensor or a ``.npy``/``.pt`` file, as float64."""
-    if isinstance(table, (str, Path)):
-        path = Path(table)
-        if not path.is_file():
-            raise FileNotFoundError(f"table='{path}' does not exist; give a .npy or .pt probability table.")
-        if path.suffix == ".npy":
-            table = np.load(path)
-        elif path.suffix == ".pt":
-            table = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise ValueError(f"table='{path}' must end in .npy or .pt; got '{path.suffix}'.")
-    return torch.as_tensor(table).double()
-
-
-def validate_table(table: Tensor, vocab_size: int, max_states: int) -> None:
-    """Raise a clear error unless ``table`` is a probability table over ``S^D``."""
-    if table.dim() < 1 or any(n != vocab_size for n in table.shape):
-        raise ValueError(
-            f"table has shape {tuple(table.shape)}; every axis must have the process's "
-            f"vocab_size={vocab_size} entries (one axis per dimension)."
-        )
-    if table.numel() > max_states:
-        raise ValueError(
-            f"table has S^D = {table.numel()} states, more than max_states={max_states} that can be "
-            f"enumerated; use a smaller S or D, or raise max_states."
-        )
-    if bool((table < 0).any()) or not torch.isfinite(table).all():
-        raise ValueError("table has negative or non-finite entries; it must be a probability table.")
-    total = float(table.sum())
-    if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"table sums to {total:.8f}, not 1; normalise it (table / table.sum()).")
 
 
 class ExactTeacher(Teacher):
@@ -62,12 +27,13 @@ class ExactTeacher(Teacher):
 
     Args:
         process: Forward process; its ``vocab_size`` is ``S``.
-        table: Probabilities of shape ``(S,) * D`` (a tensor or a ``.npy``/``.pt`` path), summing to 1.
+        table: Probabilities of shape ``(S,) * D`` summing to 1: a ``.npy``/``.pt`` path, a
+            ``TableSpec`` (e.g. ``PrototypeTable``) or a tensor.
         max_states: Largest ``S^D`` accepted.
     """
 
     def __init__(
-        self, process: ForwardProcess, table: str | Tensor | np.ndarray, max_states: int = 1 << 20
+        self, process: ForwardProcess, table: str | TableSpec | Tensor, max_states: int = 1 << 20
     ) -> None:
         probs = load_table(table)
         validate_table(probs, process.vocab_size, max_states)
