@@ -139,4 +139,6 @@ class SDTTTimes(TimeSampler):
             _uniform(batch_size, 0.0, self.distil_max, device),
             _uniform(batch_size, self.distil_max, 1.0, device),
         )
-        return TimeDraw(t, t - self.step, near.float(), (~near).float(), torch.ones_like(t))
+        # Distillation examples can have t < step; clamp so that every time lies in [0, 1].
+        u = (t - self.step).clamp_min(0.0)
+        return TimeDraw(t, u, near.float(), (~near).float(), torch.ones_like(t))
