@@ -102,7 +102,9 @@ def sampler_distribution(
         )
     dev = device or next((b.device for b in model.buffers()), torch.device("cpu"))
     states = enumerate_states(K, D).to(dev)
-    dist = joint_from_factors(proc.prior_probs().double().to(dev).expand(1, D, K))[0]
+    prior = proc.prior_probs().double().to(dev)
+    prior = prior / prior.sum()  # a float32 prior (e.g. 1/3 each) sums to 1 only to ~1e-7
+    dist = joint_from_factors(prior.expand(1, D, K))[0]
     grid = uniform_grid(steps) if grid is None else grid
     for t, s in zip(grid[:-1].tolist(), grid[1:].tolist(), strict=True):
         dist = propagate(model, dist, states, t, s, nodes)

@@ -69,7 +69,12 @@ class ForwardProcess(nn.Module, ABC):
         q_s0 = self.marginal_matrix(s).to(x0_probs.dtype)  # (B, S, K)
         q_ts = self.transition_matrix(s, t).to(x0_probs.dtype)  # (B, K, K)
         lik = torch.gather(q_t0.transpose(1, 2), 1, _expand_index(x_t, q_t0.shape[1]))  # (B, D, S)
-        w = torch.where(lik > 0, x0_probs / lik.clamp_min(1e-300), torch.zeros_like(lik))
+        # Rows where no value with mass can have produced x_t (round-off zeros of a matrix
+        # exponential, or a network putting all mass on impossible values) fall back to treating
+        # every value as possible, instead of returning an all-zero row.
+        possible = lik > 0
+        stuck = ~(possible & (x0_probs > 0)).any(-1, keepdim=True)
+        w = torch.where(possible | stuck, x0_probs / lik.clamp_min(1e-30), torch.zeros_like(lik))
         back = torch.gather(q_ts.transpose(1, 2), 1, _expand_index(x_t, q_ts.shape[1]))  # (B, D, K)
         out = back * torch.bmm(w, q_s0)  # (B, D, K)
         return out / out.sum(-1, keepdim=True).clamp_min(1e-300)
