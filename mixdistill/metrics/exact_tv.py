@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from mixdistill.exact import kl_divergence, sampler_distribution, total_variation
-from mixdistill.teachers.base import Teacher
 from mixdistill.tables import load_table
+from mixdistill.teachers.base import Teacher
 
 
 class ExactDivergence:

@@ -10,10 +10,19 @@ from torch import Tensor, nn
 from mixdistill.processes.base import ForwardProcess
 from mixdistill.teachers.base import Teacher
 
+#: Files shipped inside the package; ``asset:NAME`` in a config refers to them.
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def resolve_asset(path: str | Path) -> Path:
+    """``asset:NAME`` -> the shipped file ``mixdistill/assets/NAME``; other paths are returned as given."""
+    text = str(path)
+    return ASSETS / text.removeprefix("asset:") if text.startswith("asset:") else Path(text)
+
 
 def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors``, or from ``.pt``/``.ckpt`` (a Lightning ``state_dict`` too)."""
-    path = Path(path)
+    path = resolve_asset(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint='{path}' does not exist.")
     if path.suffix == ".safetensors":
@@ -35,6 +44,7 @@ class NetworkTeacher(Teacher):
             keys may carry a ``prefix``.
         prefix: Key prefix to strip from the checkpoint (e.g. ``"net."``).
         num_classes: Number of class labels the network accepts as ``cond``.
+        latent_layer: Submodule where a student adds its lambda embedding by default.
     """
 
     def __init__(
@@ -45,9 +55,10 @@ class NetworkTeacher(Teacher):
         checkpoint: str | None = None,
         prefix: str = "",
         num_classes: int = 0,
+        latent_layer: str | None = "net.time_embed",
     ) -> None:
         super().__init__(process, shape, num_classes)
-        self.net = net
+        self.net, self.latent_layer = net, latent_layer
         if checkpoint is not None:
             state = load_state_dict(checkpoint)
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

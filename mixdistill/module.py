@@ -1,0 +1,152 @@
+"""DistillModule: a frozen teacher, a trainable mixture student and the Di4C objective."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
+
+from mixdistill.evaluation import QualityEvaluation, format_table, write_quality
+from mixdistill.objective import Di4CObjective
+from mixdistill.student import AdditiveInjection, LatentInjection, MixtureStudent
+from mixdistill.teachers.base import Teacher
+
+
+def check_data_matches(model: Teacher, datamodule: Any, role: str) -> None:
+    """Raise before any step if the data's shape, vocabulary or classes differ from the model's."""
+    if datamodule is None:
+        return
+    checks = [("vocab_size", model.vocab_size), ("shape", model.shape)]
+    for attr, expected in checks:
+        got = getattr(datamodule, attr, None)
+        got = tuple(got) if attr == "shape" and got is not None else got
+        if got is not None and got != expected:
+            raise ValueError(
+                f"the data's {attr}={got} differs from the {role}'s {attr}={expected} "
+                f"({type(datamodule).__name__} vs {type(model).__name__}); make them agree in the config."
+            )
+    classes = getattr(datamodule, "num_classes", 0)
+    if classes and model.num_classes and classes != model.num_classes:
+        raise ValueError(
+            f"the data has num_classes={classes} but the {role} has num_classes={model.num_classes}."
+        )
+
+
+class DistillModule(L.LightningModule):
+    """Distils ``teacher`` into a mixture student with the Di4C objective.
+
+    Only the student is optimised and checkpointed; the teacher is rebuilt from the config (which
+    Lightning saves beside the logs) and never written into checkpoints.
+
+    Args:
+        teacher: The frozen teacher (``class_path``/``init_args`` in YAML).
+        objective: The Di4C objective (times/gating, alpha(t), latent batch size, control variates).
+        injection: How lambda enters the student's copy of the teacher; defaults to adding it at the
+            teacher's ``latent_layer``.
+        latent_dim: ``k``, the dimension of lambda.
+        student_base: A backbone to train from scratch instead of a copy of the teacher.
+        optimizer: Optimizer over the student's parameters.
+        lr_scheduler: Optional learning-rate scheduler.
+        evaluation: Quality against steps, run by ``mixdistill test``.
+    """
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        objective: Di4CObjective | None = None,
+        injection: LatentInjection | None = None,
+        latent_dim: int = 1,
+        student_base: Teacher | None = None,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        evaluation: QualityEvaluation | None = None,
+    ) -> None:
+        super().__init__()
+        self.teacher = teacher.freeze()
+        self.objective = objective if objective is not None else Di4CObjective()
+        if injection is None:
+            layer = getattr(teacher, "latent_layer", None)
+            if layer is None:
+                raise ValueError(
+                    f"DistillModule: injection=None but {type(teacher).__name__} names no latent_layer; "
+                    f"set model.injection (e.g. AdditiveInjection with layer=...)."
+                )
+            injection = AdditiveInjection(layer)
+        if student_base is None:
+            self.student = MixtureStudent.from_teacher(teacher, injection, latent_dim)
+        else:
+            self.student = MixtureStudent(student_base, injection, latent_dim)
+        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.evaluation = evaluation
+        self.round = 0
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        check_data_matches(self.teacher, dm, "teacher")
+
+    def _loss(self, batch: dict, prefix: str) -> torch.Tensor:
+        x0, cond = batch["x0"].flatten(1), batch.get("cond")
+        out = self.objective(self.teacher, self.student, x0, cond)
+        self.log_dict(
+            {f"{prefix}/{k}": v for k, v in out.items()},
+            prog_bar=prefix == "train",
+            batch_size=x0.shape[0],
+            sync_dist=prefix != "train",
+        )
+        return out["loss"]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._loss(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._loss(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        if self.evaluation is None:
+            raise ValueError("mixdistill test needs model.evaluation (a QualityEvaluation) in the config.")
+        self.evaluation.update_real(batch["x0"])
+
+    def on_test_epoch_end(self) -> None:
+        rows = self.evaluation.run(self.teacher, self.student)
+        for r in rows:
+            for k, v in r.items():
+                if isinstance(v, float):
+                    self.log(f"quality/{r['model']}/{k}/steps_{r['steps']}", v, sync_dist=True)
+        meta = self.evaluation.meta() | {"precision": str(self.trainer.precision)}
+        if self.trainer.is_global_zero:
+            path = write_quality(rows, meta, self.trainer.log_dir or self.trainer.default_root_dir)
+            rank_zero_info(f"\n{format_table(rows)}\nwritten to {path}")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        raise NotImplementedError("predict is provided by SampleWriter; see docs/cli.md.")
+
+    def configure_optimizers(self) -> Any:
+        opt = self.optimizer_factory(self.student.parameters())
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": self.scheduler_factory(opt)}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The teacher is rebuilt from the config; promoted (multi-round) teachers are kept.
+        if self.round == 0:
+            sd = checkpoint["state_dict"]
+            for key in [k for k in sd if k.startswith("teacher.")]:
+                del sd[key]
+        checkpoint["mixdistill_round"] = self.round
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.round = checkpoint.get("mixdistill_round", 0)
+        if self.round > 0:  # the saved teacher is a promoted student: give it that structure first
+            self.teacher = copy.deepcopy(self.student).freeze()
+        sd = checkpoint["state_dict"]
+        if not any(k.startswith("teacher.") for k in sd):
+            sd.update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+
+    def promote_student(self) -> None:
+        """Start a new round: a frozen copy of the student becomes the teacher (Di4C^2, SDTT rounds)."""
+        self.teacher = copy.deepcopy(self.student).freeze()
+        self.round += 1

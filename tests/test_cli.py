@@ -1,0 +1,137 @@
+"""The mixdistill CLI end to end: configs parse, tiny runs fit and test, resume, bf16, clear errors."""
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from mixdistill.cli import main
+from mixdistill.teachers.network import ASSETS
+
+CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
+SYNTHETIC = str(CONFIGS[0].parent / "synthetic.yaml")
+QUICKSTART = str(CONFIGS[0].parent / "quickstart.yaml")
+
+
+def tiny(root: Path, steps: int = 6) -> list[str]:
+    """Overrides that shrink any config to a few CPU steps under ``root``."""
+    return [
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.max_steps={steps}",
+        "--trainer.val_check_interval=3",
+        "--trainer.limit_val_batches=2",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+
+
+def tiny_synthetic(root: Path, steps: int = 6) -> list[str]:
+    return ["--config", SYNTHETIC, *tiny(root, steps), "--data.init_args.num_samples=500"]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
+def test_every_shipped_config_parses(config, capsys):
+    """Invariant: every YAML in configs/ is valid for its subcommand (parse + type-check, no run)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "class_path" in capsys.readouterr().out
+
+
+class StartRecorder(L.Callback):
+    """Records the global step and student weights when training starts."""
+
+    def on_train_start(self, trainer, pl_module):
+        self.start_step = trainer.global_step
+        self.start_state = {k: v.clone() for k, v in pl_module.student.state_dict().items()}
+
+
+def quality(root: Path) -> dict:
+    files = sorted(root.rglob("quality.json"))
+    assert files, f"no quality.json under {root}"
+    return json.loads(files[-1].read_text())
+
+
+def test_synthetic_fit_then_test_writes_quality_table(tmp_path):
+    """Invariant: fit leaves a student-only checkpoint and test writes quality.json with one row per
+    (model, steps), exact TV in [0, 1], and the meta fields."""
+    cli = main(["fit", *tiny_synthetic(tmp_path)])
+    assert cli.trainer.global_step == 6
+    ckpt = Path(
+        cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
+    )
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert not any(k.startswith("teacher.") for k in state), "teacher weights must not be checkpointed"
+    assert any(k.startswith("student.base.") for k in state)
+    main(["test", *tiny_synthetic(tmp_path), f"--ckpt_path={ckpt}"])
+    q = quality(tmp_path)
+    got = [(r["model"], r["steps"]) for r in q["rows"]]
+    assert got == [("teacher", s) for s in (1, 2, 4, 8)] + [("student", s) for s in (1, 2, 4)]
+    assert all(0.0 <= r["TV"] <= 1.0 and r["KL"] >= 0.0 for r in q["rows"])
+    assert q["meta"]["primary_metric"] == "TV" and q["meta"]["higher_is_better"] is False
+
+
+def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
+    """Invariant: --ckpt_path last restarts from the saved last.ckpt: same global step, same student
+    weights, and the run still ends at max_steps (not max_steps more, not a restart from 0)."""
+    main(["fit", *tiny_synthetic(tmp_path, 4)])
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] > 0
+    seen = StartRecorder()
+    resumed = main(
+        ["fit", *tiny_synthetic(tmp_path, 8), "--ckpt_path=last"], trainer_defaults={"callbacks": [seen]}
+    )
+    assert seen.start_step == last["global_step"]
+    saved = {k.removeprefix("student."): v for k, v in last["state_dict"].items() if k.startswith("student.")}
+    assert saved.keys() == seen.start_state.keys()
+    assert all(torch.equal(seen.start_state[k], v) for k, v in saved.items())
+    assert resumed.trainer.global_step == 8
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path):
+    """Invariant: asking to resume from 'last' when there is none fails instead of silently restarting."""
+    with pytest.raises(FileNotFoundError, match="last"):
+        main(["fit", *tiny_synthetic(tmp_path, 2), "--ckpt_path=last"])
+
+
+def test_bf16_mixed_precision_runs(tmp_path):
+    """Invariant: --trainer.precision bf16-mixed trains with finite losses on the CPU."""
+    cli = main(["fit", *tiny_synthetic(tmp_path, 3), "--trainer.precision=bf16-mixed"])
+    loss = float(cli.trainer.callback_metrics["train/loss"])
+    assert math.isfinite(loss)
+
+
+def test_unknown_config_key_is_rejected_before_training(tmp_path, capsys):
+    """Invariant: a misspelt setting stops the CLI with an error that names it."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *tiny_synthetic(tmp_path), "--model.init_args.latnet_dim=2"])
+    assert exit_info.value.code not in (0, None)
+    assert "latnet_dim" in capsys.readouterr().err
+
+
+def test_teacher_and_data_vocabulary_mismatch_is_an_error(tmp_path):
+    """Invariant: a teacher/data vocabulary mismatch fails before any step, naming vocab_size."""
+    args = tiny_synthetic(tmp_path) + ["--data.init_args.table.init_args.vocab_size=4"]
+    with pytest.raises(ValueError, match="vocab_size"):
+        main(["fit", *args])
+
+
+@pytest.mark.skipif(
+    not (ASSETS / "digits_teacher.safetensors").is_file(), reason="asset not built (make assets)"
+)
+def test_quickstart_runs_a_few_steps_and_evaluates(tmp_path):
+    """Invariant: the quickstart config trains from the shipped teacher and its test prints the
+    teacher and student rows with the FD-pixels metric and timings."""
+    args = ["--config", QUICKSTART, *tiny(tmp_path, 3)]
+    small_eval = [
+        "--model.init_args.evaluation.init_args.num_samples=64",
+        "--model.init_args.evaluation.init_args.batch_size=64",
+    ]
+    cli = main(["fit", *args])
+    main(["test", *args, *small_eval, f"--ckpt_path={cli.trainer.checkpoint_callback.last_model_path}"])
+    rows = quality(tmp_path)["rows"]
+    assert [r["model"] for r in rows] == ["teacher"] * 4 + ["student"] * 2
+    assert all(r["FD-pixels"] >= 0 and r["samples_per_sec"] > 0 for r in rows)
