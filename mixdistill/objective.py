@@ -6,12 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from mixdistill.categorical import sample_from_logits
-from mixdistill.losses import (
-    consistency_loss,
-    data_loss,
-    distillation_loss,
-    mixture_log_marginal,
-)
+from mixdistill.losses import di4c_loss_terms, mixture_log_marginal
 from mixdistill.student import MixtureStudent
 from mixdistill.teachers.base import Teacher
 from mixdistill.times import SDTTTimes, TimeDraw, TimeSampler
@@ -48,10 +43,14 @@ class Di4CObjective(nn.Module):
         self.corr_weight = corr_weight if corr_weight is not None else SigmoidWeight()
         self.latents, self.control_variates, self.use_data = latents, control_variates, data_loss
 
+    def student_logits(self, student: MixtureStudent, x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
+        """Student logits for ``n`` fresh lambdas: ``(B, n, D, S)`` float32."""
+        lam = student.sample_latent(x_t.shape[0], self.latents, device=x_t.device)
+        return student.denoise_latent(x_t, t, cond, lam).float()
+
     def student_logp(self, student: MixtureStudent, x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         """Student log-probabilities for ``n`` fresh lambdas: ``(B, n, D, S)`` float32."""
-        lam = student.sample_latent(x_t.shape[0], self.latents, device=x_t.device)
-        return student.denoise_latent(x_t, t, cond, lam).float().log_softmax(-1)
+        return self.student_logits(student, x_t, t, cond).log_softmax(-1)
 
     @torch.no_grad()
     def consistency_targets(
@@ -71,7 +70,12 @@ class Di4CObjective(nn.Module):
         b = x_u.shape[0]
         rep_cond = None if cond is None else cond.repeat_interleave(n, 0)
         lam = student.sample_latent(b * n, device=x_t.device)
-        logits = student.denoise(x_u.flatten(0, 1), draw.u.repeat_interleave(n), rep_cond, lam)
+        was_training = student.training
+        student.eval()  # the target is the student's prediction, without dropout noise
+        try:
+            logits = student.denoise(x_u.flatten(0, 1), draw.u.repeat_interleave(n), rep_cond, lam)
+        finally:
+            student.train(was_training)
         logp = logits.float().log_softmax(-1).view(b, n, *logits.shape[1:])  # (b, n, D, S)
         return sample_from_logits(logp), mixture_log_marginal(logp)
 
@@ -81,17 +85,25 @@ class Di4CObjective(nn.Module):
         """Loss on a batch of clean data ``x0`` ``(B, D)``; returns ``loss`` and its parts (means)."""
         draw = self.times.draw(x0.shape[0], x0.device)
         x_t = teacher.process.corrupt(x0, draw.t)
-        logp = self.student_logp(student, x_t, draw.t, cond)  # (B, n, D, S)
-        log_marginal = mixture_log_marginal(logp)
+        logits = self.student_logits(student, x_t, draw.t, cond)  # (B, n, D, S)
         with torch.no_grad():
             teacher_logp = teacher.log_marginal(x_t, draw.t, cond)  # (B, D, S)
-        distil = self._distillation(teacher, student, x0, cond, draw, logp, teacher_logp)
-        consis = self._consistency(teacher, student, x_t, cond, draw, logp, log_marginal, teacher_logp)
-        data = torch.zeros_like(distil)
-        if self.use_data:
-            data = data_loss(
-                logp, x0, teacher_logp, self.corr_weight(draw.t), self.control_variates, log_marginal
-            )
+        distil_apart = None if draw.distil_t is None else self._distillation(teacher, student, x0, cond, draw)
+        targets, target_lm, rows = self._consistency_targets(teacher, student, x_t, cond, draw, teacher_logp)
+        # All three losses on x_t in one pass over the logits (see losses.di4c_loss_terms).
+        distil, consis, data = di4c_loss_terms(
+            logits,
+            teacher_logp,
+            x0 if self.use_data else None,
+            self.corr_weight(draw.t),
+            targets,
+            target_lm,
+            rows,
+            distil=distil_apart is None,
+            control_variate=self.control_variates,
+        )
+        if distil_apart is not None:
+            distil = distil_apart
         parts = {
             "distil": draw.w_distil * distil,
             "consis": draw.w_consis * consis,
@@ -102,23 +114,23 @@ class Di4CObjective(nn.Module):
         out["loss"] = out["distil"] + out["consis"] + out["data"]
         return out
 
-    def _distillation(self, teacher, student, x0, cond, draw: TimeDraw, logp, teacher_logp) -> Tensor:
-        if draw.distil_t is None:
-            return distillation_loss(teacher_logp, logp)
+    def _distillation(self, teacher, student, x0, cond, draw: TimeDraw) -> Tensor:
+        """Distillation on its own ``x_delta`` at ``draw.distil_t`` (tau-LDR): ``(B,)``."""
         x_d = teacher.process.corrupt(x0, draw.distil_t)
         with torch.no_grad():
             target = teacher.log_marginal(x_d, draw.distil_t, cond)
-        return distillation_loss(target, self.student_logp(student, x_d, draw.distil_t, cond))
+        logits = self.student_logits(student, x_d, draw.distil_t, cond)
+        return di4c_loss_terms(logits, target, distil=True)[0]
 
-    def _consistency(
-        self, teacher, student, x_t, cond, draw: TimeDraw, logp, log_marginal, teacher_logp
-    ) -> Tensor:
-        out = torch.zeros(x_t.shape[0], device=x_t.device)
+    def _consistency_targets(
+        self, teacher, student, x_t, cond, draw: TimeDraw, teacher_logp
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """Targets and their marginal for the examples with consistency weight, and their indices."""
         sel = draw.w_consis > 0
         if not bool(sel.any()):
-            return out
+            return None, None, None
+        rows = sel.nonzero().squeeze(1)
         sub = TimeDraw(draw.t[sel], draw.u[sel], draw.w_distil[sel], draw.w_consis[sel], draw.w_data[sel])
         c = None if cond is None else cond[sel]
         targets, target_lm = self.consistency_targets(teacher, student, x_t[sel], sub, c, teacher_logp[sel])
-        out[sel] = consistency_loss(logp[sel], targets, target_lm, self.control_variates, log_marginal[sel])
-        return out
+        return targets, target_lm, rows

@@ -35,7 +35,8 @@ def build(name: str) -> Path:
     """Train the asset ``name`` from its config and export it."""
     config, prefix = ASSETS[name]
     cli = cli_main(["fit", "--config", config])
-    ckpt = cli.trainer.checkpoint_callback.last_model_path or cli.trainer.checkpoint_callback.best_model_path
+    callback = cli.trainer.checkpoint_callback
+    ckpt = callback.best_model_path or callback.last_model_path
     return export(ckpt, prefix, ASSET_DIR / name)
 
 

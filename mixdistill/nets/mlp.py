@@ -20,6 +20,7 @@ class MLPDenoiserNet(nn.Module):
         hidden: Width.
         depth: Number of residual blocks.
         time_features: Sinusoidal features of ``1000 t``.
+        dropout: Dropout inside each residual block.
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class MLPDenoiserNet(nn.Module):
         hidden: int = 256,
         depth: int = 3,
         time_features: int = 64,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_dims, self.num_states, self.vocab_size = num_dims, num_states, vocab_size
