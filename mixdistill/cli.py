@@ -42,8 +42,8 @@ class MixDistillCLI(LightningCLI):
                 )
 
 
-def main(args: list[str] | None = None, **cli_kwargs: Any) -> MixDistillCLI:
-    """Entry point of the ``mixdistill`` console script.
+def run(args: list[str] | None = None, **cli_kwargs: Any) -> MixDistillCLI:
+    """Run the CLI from Python (as ``mixdistill ARGS`` would) and return it, trainer and model included.
 
     Args:
         args: Command-line arguments (``sys.argv[1:]`` when None).
@@ -62,6 +62,11 @@ def main(args: list[str] | None = None, **cli_kwargs: Any) -> MixDistillCLI:
         args=args,
         **cli_kwargs,
     )
+
+
+def main() -> None:
+    """Entry point of the ``mixdistill`` console script (returns nothing, so the exit status is 0)."""
+    run()
 
 
 if __name__ == "__main__":

@@ -49,40 +49,45 @@ def latent_nodes(latent_dim: int, nodes: int) -> tuple[Tensor, Tensor]:
 def step_factors(model: Teacher, x_t: Tensor, t: float, s: float, lam: Tensor | None = None) -> Tensor:
     """Per-dimension transition probabilities ``P^d(x_s^d | x_t)`` ``(N, D, K)`` in float64.
 
-    ``lam`` ``(k,)`` fixes the student's lambda for every state; ``None`` means a product teacher.
+    ``lam`` ``(N, k)`` gives the student's lambda for each row; ``None`` means a product teacher.
     """
     n = x_t.shape[0]
     tt = torch.full((n,), t, device=x_t.device)
     ss = torch.full((n,), s, device=x_t.device)
-    if lam is None:
-        logits = model.denoise(x_t, tt, None)
-    else:
-        logits = model.denoise(x_t, tt, None, lam.to(x_t.device).expand(n, -1))
+    logits = model.denoise(x_t, tt, None) if lam is None else model.denoise(x_t, tt, None, lam.to(x_t.device))
     probs = torch.softmax(logits.double(), -1)
     return model.process.posterior_probs(x_t, probs, tt.double(), ss.double()).double()
 
 
 @torch.no_grad()
-def propagate(model: Teacher, dist: Tensor, states: Tensor, t: float, s: float, nodes: int = 64) -> Tensor:
+def propagate(
+    model: Teacher, dist: Tensor, states: Tensor, t: float, s: float, nodes: int = 1024, chunk: int = 64
+) -> Tensor:
     """One step of the exact sampler: distribution over ``states`` at ``t`` -> at ``s``: ``(N,)``.
 
     Only states with positive probability are evaluated, which keeps absorbing processes cheap.
+    Students are evaluated for ``chunk`` quadrature nodes per network call.
     """
     active = dist > 0
-    x_t, mass = states[active], dist[active]
+    x_t, mass = states[active], dist[active]  # (A, D), (A,)
     latent_dim = getattr(model, "latent_dim", None)
     if latent_dim is None:
         return mass @ joint_from_factors(step_factors(model, x_t, t, s))
     pts, weights = latent_nodes(latent_dim, nodes)
     out = torch.zeros_like(dist)
-    for lam, w in zip(pts, weights, strict=True):  # quadrature nodes, not the batch
-        out += w * (mass @ joint_from_factors(step_factors(model, x_t, t, s, lam)))
+    A = x_t.shape[0]
+    for start in range(0, pts.shape[0], chunk):  # bounds memory: (chunk * A, K^D) joints at a time
+        lam, w = pts[start : start + chunk], weights[start : start + chunk]
+        c = lam.shape[0]
+        factors = step_factors(model, x_t.repeat(c, 1), t, s, lam.repeat_interleave(A, 0))  # (c A, D, K)
+        joint = joint_from_factors(factors).view(c, A, -1)  # (c, A, K^D)
+        out += torch.einsum("c,a,cak->k", w, mass, joint)
     return out
 
 
 @torch.no_grad()
 def sampler_distribution(
-    model: Teacher, steps: int, grid: Tensor | None = None, nodes: int = 64, device: str | None = None
+    model: Teacher, steps: int, grid: Tensor | None = None, nodes: int = 1024, device: str | None = None
 ) -> Tensor:
     """Exact distribution ``(S^D,)`` (row-major over data vectors) of the ``steps``-step sampler.
 

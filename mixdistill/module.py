@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 
 from mixdistill.evaluation import QualityEvaluation, format_table, write_quality
+from mixdistill.generation import Generation, SampleWriter
 from mixdistill.objective import Di4CObjective
 from mixdistill.student import AdditiveInjection, LatentInjection, MixtureStudent
 from mixdistill.teachers.base import Teacher
@@ -52,6 +53,7 @@ class DistillModule(L.LightningModule):
         optimizer: Optimizer over the student's parameters.
         lr_scheduler: Optional learning-rate scheduler.
         evaluation: Quality against steps, run by ``mixdistill test``.
+        generation: Samples written by ``mixdistill predict``.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class DistillModule(L.LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
         evaluation: QualityEvaluation | None = None,
+        generation: Generation | None = None,
     ) -> None:
         super().__init__()
         self.teacher = teacher.freeze()
@@ -81,7 +84,7 @@ class DistillModule(L.LightningModule):
         else:
             self.student = MixtureStudent(student_base, injection, latent_dim)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
-        self.evaluation = evaluation
+        self.evaluation, self.generation = evaluation, generation
         self.round = 0
 
     def setup(self, stage: str) -> None:
@@ -121,8 +124,19 @@ class DistillModule(L.LightningModule):
             path = write_quality(rows, meta, self.trainer.log_dir or self.trainer.default_root_dir)
             rank_zero_info(f"\n{format_table(rows)}\nwritten to {path}")
 
+    def predict_dataloader(self) -> Any:
+        return self._generation().dataloader()
+
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        raise NotImplementedError("predict is provided by SampleWriter; see docs/cli.md.")
+        return self._generation().draw(self, batch)
+
+    def configure_callbacks(self) -> list:
+        return [SampleWriter(self.generation)] if self.generation is not None else []
+
+    def _generation(self) -> Generation:
+        if self.generation is None:
+            raise ValueError("mixdistill predict needs model.generation (a Generation) in the config.")
+        return self.generation
 
     def configure_optimizers(self) -> Any:
         opt = self.optimizer_factory(self.student.parameters())

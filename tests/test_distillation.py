@@ -38,7 +38,7 @@ def test_mixture_student_beats_product_sampler_at_few_steps():
     for n in (1, 2, 4, 8):
         tv[("teacher", n)] = float(total_variation(sampler_distribution(teacher, n), target))
     for n in (1, 2):
-        tv[("student", n)] = float(total_variation(sampler_distribution(student, n, nodes=64), target))
+        tv[("student", n)] = float(total_variation(sampler_distribution(student, n, nodes=512), target))
     print(tv)
     for n in (1, 2):
         assert tv[("student", n)] < tv[("teacher", n)]

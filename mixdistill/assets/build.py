@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from mixdistill.cli import main as cli_main
+from mixdistill.cli import run as cli_run
 
 ASSET_DIR = Path(__file__).resolve().parent
 
@@ -34,7 +34,7 @@ def export(checkpoint: str | Path, prefix: str, out: Path) -> Path:
 def build(name: str) -> Path:
     """Train the asset ``name`` from its config and export it."""
     config, prefix = ASSETS[name]
-    cli = cli_main(["fit", "--config", config])
+    cli = cli_run(["fit", "--config", config])
     callback = cli.trainer.checkpoint_callback
     ckpt = callback.best_model_path or callback.last_model_path
     return export(ckpt, prefix, ASSET_DIR / name)

@@ -272,3 +272,7 @@ class TensorDataModule(L.LightningDataModule, ABC):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """``predict`` generates samples, so its batches come from the model's ``predict_dataloader``."""
+        return self.trainer.lightning_module.predict_dataloader()

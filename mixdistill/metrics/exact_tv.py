@@ -20,7 +20,7 @@ class ExactDivergence:
 
     higher_is_better = False
 
-    def __init__(self, table: str | None = None, nodes: int = 64) -> None:
+    def __init__(self, table: str | None = None, nodes: int = 1024) -> None:
         self.table = None if table is None else load_table(table).reshape(-1)
         self.nodes = nodes
 
