@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Any
 
 import lightning as L
@@ -15,6 +16,9 @@ from mixdistill.generation import Generation, SampleWriter
 from mixdistill.objective import Di4CObjective
 from mixdistill.student import AdditiveInjection, LatentInjection, MixtureStudent
 from mixdistill.teachers.base import Teacher
+
+# The frozen teacher is in eval mode on purpose; Lightning's generic warning about it is noise here.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 def check_data_matches(model: Teacher, datamodule: Any, role: str) -> None:
