@@ -26,6 +26,8 @@ class Di4CObjective(nn.Module):
         latents: ``n``, lambdas per example (paper: 16, or 32 for MaskGIT).
         control_variates: Use the exact per-dimension KL instead of its sample estimate.
         data_loss: Include the data loss (the paper's "-d" variants).
+        weights: Global multipliers of the three terms, ``{"distil": 1, "consis": 1, "data": 1}`` by
+            default; ``LossWeightSchedule`` changes them during training.
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class Di4CObjective(nn.Module):
         latents: int = 16,
         control_variates: bool = True,
         data_loss: bool = True,
+        weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if latents < 1:
@@ -42,6 +45,13 @@ class Di4CObjective(nn.Module):
         self.times = times if times is not None else SDTTTimes()
         self.corr_weight = corr_weight if corr_weight is not None else SigmoidWeight()
         self.latents, self.control_variates, self.use_data = latents, control_variates, data_loss
+        self.weights = {"distil": 1.0, "consis": 1.0, "data": 1.0}
+        unknown = set(weights or {}) - set(self.weights)
+        if unknown:
+            raise ValueError(
+                f"Di4CObjective: weights has unknown terms {sorted(unknown)}; use distil, consis, data."
+            )
+        self.weights.update(weights or {})
 
     def student_logits(self, student: MixtureStudent, x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
         """Student logits for ``n`` fresh lambdas: ``(B, n, D, S)`` float32."""
@@ -104,10 +114,11 @@ class Di4CObjective(nn.Module):
         )
         if distil_apart is not None:
             distil = distil_apart
+        w = self.weights
         parts = {
-            "distil": draw.w_distil * distil,
-            "consis": draw.w_consis * consis,
-            "data": draw.w_data * data,
+            "distil": w["distil"] * draw.w_distil * distil,
+            "consis": w["consis"] * draw.w_consis * consis,
+            "data": w["data"] * draw.w_data * data,
         }
         # Each logged part is its weighted contribution, so that loss = distil + consis + data.
         out = {name: value.mean() for name, value in parts.items()}

@@ -2,6 +2,12 @@
 
 from mixdistill.callbacks.ema import StudentEMA
 from mixdistill.callbacks.samples import SampleLogger
-from mixdistill.callbacks.schedules import MultiRoundDistillation, TeacherStepSchedule
+from mixdistill.callbacks.schedules import LossWeightSchedule, MultiRoundDistillation, TeacherStepSchedule
 
-__all__ = ["MultiRoundDistillation", "SampleLogger", "StudentEMA", "TeacherStepSchedule"]
+__all__ = [
+    "LossWeightSchedule",
+    "MultiRoundDistillation",
+    "SampleLogger",
+    "StudentEMA",
+    "TeacherStepSchedule",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 
@@ -65,3 +65,31 @@ class MultiRoundDistillation(L.Callback):
         if step and step % self.every == 0 and pl_module.round < self.max_rounds:
             pl_module.promote_student()
             pl_module.log("round", float(pl_module.round))
+
+
+class LossWeightSchedule(L.Callback):
+    """Moves the global weight of one loss term linearly from ``start`` to ``end`` over ``steps``
+    optimizer steps (e.g. ramp the consistency loss in after the distillation loss has settled).
+
+    Args:
+        term: ``"distil"``, ``"consis"`` or ``"data"``.
+        start: Weight at step 0.
+        end: Weight from ``steps`` on.
+        steps: Length of the ramp.
+    """
+
+    def __init__(
+        self, term: Literal["distil", "consis", "data"], start: float, end: float, steps: int
+    ) -> None:
+        if steps < 1 or start < 0 or end < 0:
+            raise ValueError(
+                f"LossWeightSchedule: need start ({start}), end ({end}) >= 0 and steps ({steps}) >= 1."
+            )
+        self.term, self.start, self.end, self.steps = term, start, end, steps
+
+    def value(self, step: int) -> float:
+        """The weight at optimizer step ``step``."""
+        return self.start + min(step / self.steps, 1.0) * (self.end - self.start)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        pl_module.objective.weights[self.term] = self.value(trainer.global_step)
