@@ -26,6 +26,7 @@ format:
 bench:
 	$(PY) bench/loss_bench.py
 	$(PY) bench/synthetic.py
+	$(PY) bench/quickstart.py
 
 assets:
 	$(PY) -m mixdistill.assets.build

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
+
+from mixdistill.cli import MixDistillCLI, run
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 TITLE = "# Benchmarks\n\nEach section is written by the script it names; rerun it to refresh the figures.\n"
@@ -20,3 +24,33 @@ def write_section(text: str, doc: Path = DOC) -> None:
     sections.append(text.strip() + "\n")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in sections))
+
+
+def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[list[dict], MixDistillCLI, float]:
+    """``mixdistill fit`` then ``mixdistill test`` on ``config`` under ``root``.
+
+    Returns the rows of ``quality.json``, the fit CLI (trainer and model) and the fit's wall seconds.
+    """
+    common = [
+        "--config",
+        str(config),
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+    ]
+    start = time.perf_counter()
+    cli = run(["fit", *common, *fit_args])
+    seconds = time.perf_counter() - start
+    run(["test", *common, f"--ckpt_path={cli.trainer.checkpoint_callback.last_model_path}"])
+    rows = json.loads(next(Path(root).rglob("quality.json")).read_text())["rows"]
+    return rows, cli, seconds
+
+
+def side_by_side(rows: list[dict], metric: str) -> list[str]:
+    """Markdown rows ``| steps | teacher | student |`` of one metric."""
+    teacher = {r["steps"]: r[metric] for r in rows if r["model"] == "teacher"}
+    student = {r["steps"]: r[metric] for r in rows if r["model"] == "student"}
+    lines = [f"| steps | teacher {metric} | student {metric} |", "|---:|---:|---:|"]
+    for n in sorted(set(teacher) | set(student)):
+        cells = [f"{d[n]:.4f}" if n in d else "-" for d in (teacher, student)]
+        lines.append(f"| {n} | {cells[0]} | {cells[1]} |")
+    return lines

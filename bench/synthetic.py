@@ -10,37 +10,19 @@ writes the section "## Synthetic: exact TV against steps" of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from pathlib import Path
 
 import torch
-from report import write_section
+from report import fit_and_test, side_by_side, write_section
 
-from mixdistill.cli import run
 from mixdistill.exact import sampler_distribution, total_variation
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic.yaml"
 
 
-def fit_and_test(root: str, steps: int) -> tuple[list[dict], torch.nn.Module, torch.Tensor]:
-    """Train with the CLI, evaluate with the CLI; return the quality rows, the student and the table."""
-    common = [
-        "--config",
-        str(CONFIG),
-        f"--trainer.default_root_dir={root}",
-        "--trainer.enable_progress_bar=false",
-    ]
-    cli = run(["fit", *common, f"--trainer.max_steps={steps}"])
-    run(["test", *common, f"--ckpt_path={cli.trainer.checkpoint_callback.last_model_path}"])
-    rows = json.loads(next(Path(root).rglob("quality.json")).read_text())["rows"]
-    return rows, cli.model.student, cli.model.teacher.table.reshape(-1)
-
-
 def render(rows: list[dict], quad: dict[int, tuple[float, float]], steps: int) -> str:
-    teacher = {r["steps"]: r["TV"] for r in rows if r["model"] == "teacher"}
-    student = {r["steps"]: r["TV"] for r in rows if r["model"] == "student"}
     lines = [
         "## Synthetic: exact TV against steps",
         "",
@@ -50,13 +32,8 @@ def render(rows: list[dict], quad: dict[int, tuple[float, float]], steps: int) -
         "N-step sampler, computed by enumeration (teacher: the Bayes-optimal product denoiser; student:",
         "lambda by midpoint quadrature on 1024 nodes).",
         "",
-        "| steps | oracle product sampler TV | mixture student TV |",
-        "|---:|---:|---:|",
+        *side_by_side(rows, "TV"),
     ]
-    for n in sorted(set(teacher) | set(student)):
-        t = f"{teacher[n]:.4f}" if n in teacher else "-"
-        s = f"{student[n]:.4f}" if n in student else "-"
-        lines.append(f"| {n} | {t} | {s} |")
     lines += ["", "Quadrature check (student TV with 1024 vs 2048 lambda nodes):", ""]
     lines += [f"- {n} steps: {a:.5f} vs {b:.5f} (difference {abs(a - b):.1e})" for n, (a, b) in quad.items()]
     return "\n".join(lines) + "\n"
@@ -68,7 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as root:
-        rows, student, table = fit_and_test(root, args.steps)
+        rows, cli, _ = fit_and_test(CONFIG, root, [f"--trainer.max_steps={args.steps}"])
+        student, table = cli.model.student, cli.model.teacher.table.reshape(-1)
         quad = {
             n: tuple(
                 float(total_variation(sampler_distribution(student, n, nodes=m), table)) for m in (64, 128)

@@ -62,6 +62,11 @@ class QualityEvaluation(torch.nn.Module):
             getattr(self.sample_metrics[0], "name", "FD") if self.sample_metrics else "TV"
         )
 
+    def reset_reference(self) -> None:
+        """Forget the reference data (and any generated samples) of every sample metric."""
+        for m in self.sample_metrics:
+            Metric.reset(m)
+
     def update_real(self, x0: Tensor) -> None:
         """Feed a batch of reference data ``(B, *shape)``."""
         for m in self.sample_metrics:

@@ -112,6 +112,10 @@ class DistillModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._loss(batch, "val")
 
+    def on_test_epoch_start(self) -> None:
+        if self.evaluation is not None:  # the reference is the test data alone
+            self.evaluation.reset_reference()
+
     def test_step(self, batch: dict, batch_idx: int) -> None:
         if self.evaluation is None:
             raise ValueError("mixdistill test needs model.evaluation (a QualityEvaluation) in the config.")

@@ -128,3 +128,27 @@ def test_sample_logger_writes_image_grids(tmp_path):
     trainer.fit(m, DigitsData(levels=4, batch_size=8))
     acc = EventAccumulator(logger.log_dir).Reload()
     assert {"samples/student_2steps", "samples/teacher_2steps"} <= set(acc.Tags()["images"])
+
+
+def test_quality_monitor_logs_student_quality_for_checkpoint_selection():
+    """Invariant: after a validation the student's FD at each evaluation step count is logged, and the
+    test reference starts empty again (only test data feeds mixdistill test)."""
+    from mixdistill.callbacks import QualityMonitor
+    from mixdistill.evaluation import QualityEvaluation
+    from mixdistill.metrics import FrechetDistance
+
+    m = module()
+    m.evaluation = QualityEvaluation(
+        [2], [1, 2], num_samples=64, batch_size=64, sample_metrics=[FrechetDistance(vocab_size=3)]
+    )
+    quiet = {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    trainer = L.Trainer(
+        max_steps=4, val_check_interval=2, callbacks=[QualityMonitor()], logger=False, **quiet
+    )
+    trainer.fit(m, SyntheticData(SPEC, num_samples=256, batch_size=16))
+    logged = trainer.callback_metrics
+    assert {"monitor/FD-pixels_steps1", "monitor/FD-pixels_steps2"} <= set(logged)
+    assert all(float(logged[k]) >= 0 for k in ("monitor/FD-pixels_steps1", "monitor/FD-pixels_steps2"))
+    assert float(m.evaluation.sample_metrics[0].real_n) > 0
+    m.on_test_epoch_start()
+    assert float(m.evaluation.sample_metrics[0].real_n) == 0

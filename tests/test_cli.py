@@ -126,13 +126,14 @@ def test_teacher_and_data_vocabulary_mismatch_is_an_error(tmp_path):
 def test_quickstart_runs_a_few_steps_and_evaluates(tmp_path):
     """Invariant: the quickstart config trains from the shipped teacher and its test prints the
     teacher and student rows with the FD-pixels metric and timings."""
-    args = ["--config", QUICKSTART, *tiny(tmp_path, 3)]
     small_eval = [
         "--model.init_args.evaluation.init_args.num_samples=64",
         "--model.init_args.evaluation.init_args.batch_size=64",
     ]
-    cli = main(["fit", *args])
-    main(["test", *args, *small_eval, f"--ckpt_path={cli.trainer.checkpoint_callback.last_model_path}"])
+    args = ["--config", QUICKSTART, *tiny(tmp_path, 3), *small_eval]
+    main(["fit", *args])
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file(), "the best-FD checkpoint is kept"
+    main(["test", *args, f"--ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}"])
     rows = quality(tmp_path)["rows"]
     assert [r["model"] for r in rows] == ["teacher"] * 4 + ["student"] * 2
     assert all(r["FD-pixels"] >= 0 and r["samples_per_sec"] > 0 for r in rows)
