@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ class QualityEvaluation(torch.nn.Module):
         if not self.sample_metrics and not self.exact_metrics:
             raise ValueError("QualityEvaluation: give at least one of sample_metrics or exact_metrics.")
         self.primary_metric = primary_metric or (
-            getattr(self.sample_metrics[0], "name", "FD") if self.sample_metrics else "TV"
+            metric_name(self.sample_metrics[0]) if self.sample_metrics else "TV"
         )
 
     def reset_reference(self) -> None:
@@ -92,7 +93,9 @@ class QualityEvaluation(torch.nn.Module):
             for m in self.sample_metrics:
                 m.reset()
                 m.to(samples.device).update(samples, real=False)
-                row[getattr(m, "name", type(m).__name__)] = float(m.compute())
+                value = m.compute()  # a scalar, or a dict of them for multi-number metrics
+                named = value if isinstance(value, dict) else {metric_name(m): value}
+                row.update({k: float(v) for k, v in named.items()})
             row["sec_per_sample"] = secs / self.num_samples
             row["samples_per_sec"] = self.num_samples / max(secs, 1e-12)
         for em in self.exact_metrics:
@@ -104,17 +107,30 @@ class QualityEvaluation(torch.nn.Module):
         rows = [self.row("teacher", teacher, s, teacher) for s in self.teacher_steps]
         return rows + [self.row("student", student, s, teacher) for s in self.student_steps]
 
+    def use_decoder(self, decode: Callable[[list[list[int]]], list[str]] | None) -> None:
+        """Hand the data's ``decode`` to metrics that read text (e.g. generative perplexity)."""
+        for m in self.sample_metrics:
+            if hasattr(m, "decode") and m.decode is None:
+                m.decode = decode
+
     def meta(self) -> dict:
         """Settings that a reader needs to compare tables."""
+        primary = next((m for m in self.sample_metrics if metric_name(m) == self.primary_metric), None)
         return {
             "primary_metric": self.primary_metric,
-            "higher_is_better": False,
+            "higher_is_better": bool(getattr(primary, "higher_is_better", False)),
             "num_samples": self.num_samples,
             "seed": self.seed,
-            "metrics": [getattr(m, "name", type(m).__name__) for m in self.sample_metrics]
+            "metrics": [metric_name(m) for m in self.sample_metrics]
             + [type(m).__name__ for m in self.exact_metrics],
+            "evaluators": [m.meta for m in self.sample_metrics if hasattr(m, "meta")],
             "torch": torch.__version__,
         }
+
+
+def metric_name(metric: Metric) -> str:
+    """The name a metric reports under (its ``name`` attribute, else its class name)."""
+    return getattr(metric, "name", None) or type(metric).__name__
 
 
 def format_table(rows: list[dict]) -> str:
