@@ -15,8 +15,31 @@ import torch
 from torch import Tensor
 
 
+class _MixtureLogMarginal(torch.autograd.Function):
+    """``logsumexp_j logp_j - log n`` with a backward pass that builds one ``(B, n, D, S)`` tensor.
+
+    ``torch.logsumexp``'s own backward materialises ``logp - lse``, its ``exp`` and the product with
+    the incoming gradient as three separate full-size tensors; here the responsibilities
+    ``exp(logp_j - lse)`` are computed into one buffer and scaled in place. ``logp`` is saved by
+    reference (the ``log_softmax`` that produced it saves the same storage), so nothing is copied.
+    """
+
+    @staticmethod
+    def forward(ctx, logp: Tensor) -> Tensor:
+        lse = torch.logsumexp(logp, dim=1)
+        ctx.save_for_backward(logp, lse)
+        return lse - math.log(logp.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        logp, lse = ctx.saved_tensors
+        return torch.sub(logp, lse.unsqueeze(1)).exp_().mul_(grad.unsqueeze(1))
+
+
 def mixture_log_marginal(logp: Tensor) -> Tensor:
     """``log pbar^d(v) = logsumexp_j log p_j^d(v) - log n``: ``(B, n, D, S)`` -> ``(B, D, S)``."""
+    if torch.is_grad_enabled() and logp.requires_grad:
+        return _MixtureLogMarginal.apply(logp)
     return torch.logsumexp(logp, dim=1) - math.log(logp.shape[1])
 
 
@@ -70,8 +93,9 @@ def marginal_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
 def distillation_loss(teacher_logp: Tensor, logp: Tensor) -> Tensor:
     """``(1/n) sum_j sum_d KL(p_T^d || p_j^d)``: every component must match the teacher. ``(B,)``.
 
-    Written as ``sum p_T log p_T - (1/n) sum_j sum p_T log p_j`` so that no ``(B, n, D, S)``
-    temporary beyond ``logp`` itself is built.
+    Written as ``sum p_T log p_T - (1/n) sum_{d,v} p_T^d(v) sum_j log p_j^d(v)`` so that no
+    ``(B, n, D, S)`` temporary beyond ``logp`` itself is built, forward or backward (the gradient
+    w.r.t. ``logp`` is a broadcast of ``-p_T / n``), and every sum is a float-accurate reduction.
 
     Args:
         teacher_logp: Teacher log-probabilities ``(B, D, S)`` (a constant target).
@@ -79,7 +103,7 @@ def distillation_loss(teacher_logp: Tensor, logp: Tensor) -> Tensor:
     """
     p = teacher_logp.exp()
     neg_entropy = (p * teacher_logp).sum((1, 2))
-    cross = torch.einsum("bds,bnds->b", p, logp) / logp.shape[1]
+    cross = (p * logp.sum(1)).sum((1, 2)) / logp.shape[1]
     return neg_entropy - cross
 
 

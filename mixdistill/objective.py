@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from mixdistill.categorical import sample_from_logits
-from mixdistill.losses import di4c_loss_terms, mixture_log_marginal
+from mixdistill.fused_losses import di4c_loss_terms
+from mixdistill.losses import mixture_log_marginal
 from mixdistill.student import MixtureStudent
 from mixdistill.teachers.base import Teacher
 from mixdistill.times import SDTTTimes, TimeDraw, TimeSampler
