@@ -28,7 +28,7 @@ def test_mixture_student_beats_product_sampler_at_few_steps():
     objective = Di4CObjective(MaskGITTimes(step=0.1), latents=16)
     opt = torch.optim.Adam(student.parameters(), 2e-3)
     data = enumerate_states(S, D)[torch.multinomial(table.flatten(), 20000, replacement=True)]
-    for _ in range(600):
+    for _ in range(1000):
         loss = objective(teacher, student, data[torch.randint(len(data), (128,))])["loss"]
         opt.zero_grad()
         loss.backward()
