@@ -67,6 +67,11 @@ def test_synthetic_fit_then_test_writes_quality_table(tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     assert not any(k.startswith("teacher.") for k in state), "teacher weights must not be checkpointed"
     assert any(k.startswith("student.base.") for k in state)
+    saved = Path(cli.trainer.log_dir) / "config.yaml"
+    assert saved.is_file(), "the resolved config is saved beside the logs"
+    with pytest.raises(SystemExit) as exit_info:  # and it is a valid config to re-run with
+        main(["fit", "--config", str(saved), "--print_config"])
+    assert exit_info.value.code in (0, None)
     main(["test", *tiny_synthetic(tmp_path), f"--ckpt_path={ckpt}"])
     q = quality(tmp_path)
     got = [(r["model"], r["steps"]) for r in q["rows"]]
