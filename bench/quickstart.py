@@ -27,9 +27,12 @@ def render(rows: list[dict], seconds: float, steps: int) -> str:
         f"`mixdistill fit --config configs/quickstart.yaml` took {seconds / 60:.1f} min for {steps} steps,",
         "then `mixdistill test` drew 2000 samples per row with the same seed. FD-pixels is the Frechet",
         "distance between Gaussian fits of the raw 64 pixel values (scaled to [0, 1]) of the samples and",
-        "of the 20% test split (lower is better; it is not FID).",
+        "of the 20% test split; FD-digits the same on the 64 penultimate features of the shipped digits",
+        "classifier (98% validation accuracy). Lower is better; neither is FID.",
         "",
         *side_by_side(rows, "FD-pixels"),
+        "",
+        *side_by_side(rows, "FD-digits"),
     ]
     return "\n".join(lines) + "\n"
 

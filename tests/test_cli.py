@@ -141,7 +141,7 @@ def test_quickstart_runs_a_few_steps_and_evaluates(tmp_path):
     main(["test", *args, f"--ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}"])
     rows = quality(tmp_path)["rows"]
     assert [r["model"] for r in rows] == ["teacher"] * 4 + ["student"] * 2
-    assert all(r["FD-pixels"] >= 0 and r["samples_per_sec"] > 0 for r in rows)
+    assert all(r["FD-pixels"] >= 0 and r["FD-digits"] >= 0 and r["samples_per_sec"] > 0 for r in rows)
 
 
 def test_predict_writes_samples(tmp_path):
