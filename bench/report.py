@@ -26,10 +26,11 @@ def write_section(text: str, doc: Path = DOC) -> None:
     doc.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in sections))
 
 
-def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[list[dict], MixDistillCLI, float]:
+def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[dict, MixDistillCLI, float]:
     """``mixdistill fit`` then ``mixdistill test`` on ``config`` under ``root``.
 
-    Returns the rows of ``quality.json``, the fit CLI (trainer and model) and the fit's wall seconds.
+    Returns ``quality.json`` (``rows`` and ``meta``), the fit CLI (trainer and model) and the fit's
+    wall seconds.
     """
     common = [
         "--config",
@@ -41,8 +42,8 @@ def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[list[dic
     cli = run(["fit", *common, *fit_args])
     seconds = time.perf_counter() - start
     run(["test", *common, f"--ckpt_path={cli.trainer.checkpoint_callback.last_model_path}"])
-    rows = json.loads(next(Path(root).rglob("quality.json")).read_text())["rows"]
-    return rows, cli, seconds
+    quality = json.loads(next(Path(root).rglob("quality.json")).read_text())
+    return quality, cli, seconds
 
 
 def side_by_side(rows: list[dict], metric: str) -> list[str]:

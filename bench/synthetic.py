@@ -45,7 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as root:
-        rows, cli, _ = fit_and_test(CONFIG, root, [f"--trainer.max_steps={args.steps}"])
+        quality, cli, _ = fit_and_test(CONFIG, root, [f"--trainer.max_steps={args.steps}"])
         student, table = cli.model.student, cli.model.teacher.table.reshape(-1)
         quad = {
             n: tuple(
@@ -53,7 +53,7 @@ def main() -> None:
             )
             for n in (1, 2)
         }
-    text = render(rows, quad, args.steps)
+    text = render(quality["rows"], quad, args.steps)
     write_section(text)
     print(text)
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from mixdistill.latency import mixture_overhead
 from mixdistill.metrics.exact_tv import ExactDivergence
 from mixdistill.teachers.base import Teacher
 
@@ -31,6 +32,7 @@ class QualityEvaluation(torch.nn.Module):
         sample_metrics: Metrics on samples, e.g. ``FrechetDistance``.
         exact_metrics: Metrics on exact distributions, e.g. ``ExactDivergence``.
         primary_metric: Name of the metric that ranks models.
+        latency_batch: Batch size of the per-step latency comparison reported in the meta (0: skip).
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class QualityEvaluation(torch.nn.Module):
         sample_metrics: list[Metric] | None = None,
         exact_metrics: list[ExactDivergence] | None = None,
         primary_metric: str | None = None,
+        latency_batch: int = 0,
     ) -> None:
         super().__init__()
         self.teacher_steps = teacher_steps or [2, 4, 8, 16]
@@ -55,6 +58,8 @@ class QualityEvaluation(torch.nn.Module):
                 f"QualityEvaluation: num_samples={num_samples}, batch_size={batch_size} must be >= 1."
             )
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.latency_batch = latency_batch
+        self.latency: dict[str, float] = {}
         self.sample_metrics = torch.nn.ModuleList(sample_metrics or [])
         self.exact_metrics = exact_metrics or []
         if not self.sample_metrics and not self.exact_metrics:
@@ -105,7 +110,10 @@ class QualityEvaluation(torch.nn.Module):
     def run(self, teacher: Teacher, student: Teacher) -> list[dict]:
         """All rows: the teacher's first, then the student's."""
         rows = [self.row("teacher", teacher, s, teacher) for s in self.teacher_steps]
-        return rows + [self.row("student", student, s, teacher) for s in self.student_steps]
+        rows += [self.row("student", student, s, teacher) for s in self.student_steps]
+        if self.latency_batch:
+            self.latency = mixture_overhead(teacher, student, self.latency_batch)
+        return rows
 
     def use_decoder(self, decode: Callable[[list[list[int]]], list[str]] | None) -> None:
         """Hand the data's ``decode`` to metrics that read text (e.g. generative perplexity)."""
@@ -124,6 +132,7 @@ class QualityEvaluation(torch.nn.Module):
             "metrics": [metric_name(m) for m in self.sample_metrics]
             + [type(m).__name__ for m in self.exact_metrics],
             "evaluators": [m.meta for m in self.sample_metrics if hasattr(m, "meta")],
+            "latency": self.latency | {"batch_size": self.latency_batch} if self.latency else {},
             "torch": torch.__version__,
         }
 

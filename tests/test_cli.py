@@ -139,9 +139,20 @@ def test_quickstart_runs_a_few_steps_and_evaluates(tmp_path):
     main(["fit", *args])
     assert (tmp_path / "checkpoints" / "best.ckpt").is_file(), "the best-FD checkpoint is kept"
     main(["test", *args, f"--ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}"])
-    rows = quality(tmp_path)["rows"]
+    first = quality(tmp_path)
+    rows = first["rows"]
     assert [r["model"] for r in rows] == ["teacher"] * 4 + ["student"] * 2
     assert all(r["FD-pixels"] >= 0 and r["FD-digits"] >= 0 and r["samples_per_sec"] > 0 for r in rows)
+    assert first["meta"]["primary_metric"] == "FD-pixels" and first["meta"]["higher_is_better"] is False
+    lat = first["meta"]["latency"]
+    assert lat["teacher_step_ms"] > 0 and lat["student_step_ms"] > 0
+    # Evaluation is deterministic: the same seed gives the same table (timings aside).
+    for f in tmp_path.rglob("quality.json"):
+        f.unlink()
+    main(["test", *args, f"--ckpt_path={tmp_path / 'checkpoints' / 'best.ckpt'}"])
+    timing = {"sec_per_sample", "samples_per_sec"}
+    strip = [{k: v for k, v in r.items() if k not in timing} for r in rows]
+    assert [{k: v for k, v in r.items() if k not in timing} for r in quality(tmp_path)["rows"]] == strip
 
 
 def test_predict_writes_samples(tmp_path):
