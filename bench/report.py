@@ -41,7 +41,8 @@ def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[dict, Mi
     start = time.perf_counter()
     cli = run(["fit", *common, *fit_args])
     seconds = time.perf_counter() - start
-    run(["test", *common, f"--ckpt_path={cli.trainer.checkpoint_callback.last_model_path}"])
+    callback = cli.trainer.checkpoint_callback  # the monitored best checkpoint where there is one
+    run(["test", *common, f"--ckpt_path={callback.best_model_path or callback.last_model_path}"])
     quality = json.loads(next(Path(root).rglob("quality.json")).read_text())
     return quality, cli, seconds
 
