@@ -171,3 +171,19 @@ def test_predict_writes_samples(tmp_path):
     x = torch.load(tmp_path / "gen" / "student_2steps" / "samples.pt")
     assert x.shape == (10, 4) and int(x.min()) >= 0 and int(x.max()) < 3
     assert (x.numpy() == np.load(tmp_path / "gen" / "student_2steps" / "samples.npy")).all()
+
+
+def test_sequence_longer_than_the_teachers_is_an_error():
+    """Invariant: data whose sequence length differs from the teacher's fails with both values named."""
+    from types import SimpleNamespace
+
+    from mixdistill.module import check_data_matches
+    from mixdistill.nets.mlp import MLPDenoiserNet
+    from mixdistill.processes import MaskingProcess
+    from mixdistill.teachers.network import NetworkTeacher
+
+    teacher = NetworkTeacher(MaskingProcess(5), (64,), MLPDenoiserNet(64, 6, 5, 8, 1))
+    data = SimpleNamespace(shape=(128,), vocab_size=5, num_classes=0)
+    with pytest.raises(ValueError, match=r"shape=\(128,\).*shape=\(64,\)"):
+        check_data_matches(teacher, data, "teacher")
+    check_data_matches(teacher, SimpleNamespace(shape=(64,), vocab_size=5, num_classes=0), "teacher")
