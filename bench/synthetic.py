@@ -49,7 +49,7 @@ def main() -> None:
         student, table = cli.model.student, cli.model.teacher.table.reshape(-1)
         quad = {
             n: tuple(
-                float(total_variation(sampler_distribution(student, n, nodes=m), table)) for m in (64, 128)
+                float(total_variation(sampler_distribution(student, n, nodes=m), table)) for m in (1024, 2048)
             )
             for n in (1, 2)
         }

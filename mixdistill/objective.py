@@ -59,10 +59,6 @@ class Di4CObjective(nn.Module):
         lam = student.sample_latent(x_t.shape[0], self.latents, device=x_t.device)
         return student.denoise_latent(x_t, t, cond, lam).float()
 
-    def student_logp(self, student: MixtureStudent, x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
-        """Student log-probabilities for ``n`` fresh lambdas: ``(B, n, D, S)`` float32."""
-        return self.student_logits(student, x_t, t, cond).log_softmax(-1)
-
     @torch.no_grad()
     def consistency_targets(
         self,

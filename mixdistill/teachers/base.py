@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
-import torch
 from torch import Tensor, nn
 
 from mixdistill.categorical import sample_from_logits
@@ -124,16 +123,3 @@ class Teacher(nn.Module, ABC):
         from mixdistill.sampling import sample_chain
 
         return sample_chain(self, num_samples, steps, cond, grid=grid)
-
-    def check_input(self, x: Tensor, name: str = "x") -> None:
-        """Raise a clear error if ``x`` is not ``(B, D)`` long with values in ``0..K-1``."""
-        if x.dtype != torch.long or x.dim() != 2 or x.shape[1] != self.num_dims:
-            raise ValueError(
-                f"{type(self).__name__}: {name} must be a long tensor (B, {self.num_dims}); "
-                f"got {tuple(x.shape)} {x.dtype}."
-            )
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.process.num_states):
-            raise ValueError(
-                f"{type(self).__name__}: {name} has values in [{int(x.min())}, {int(x.max())}], "
-                f"outside 0..{self.process.num_states - 1}."
-            )
