@@ -41,6 +41,14 @@ def check_data_matches(model: Teacher, datamodule: Any, role: str) -> None:
         )
 
 
+def optimizers_for(
+    params: Any, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None
+) -> Any:
+    """What ``configure_optimizers`` returns for ``params`` with the configured factories."""
+    opt = optimizer(params)
+    return opt if lr_scheduler is None else {"optimizer": opt, "lr_scheduler": lr_scheduler(opt)}
+
+
 class DistillModule(L.LightningModule):
     """Distils ``teacher`` into a mixture student with the Di4C objective.
 
@@ -148,10 +156,7 @@ class DistillModule(L.LightningModule):
         return self.generation
 
     def configure_optimizers(self) -> Any:
-        opt = self.optimizer_factory(self.student.parameters())
-        if self.scheduler_factory is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": self.scheduler_factory(opt)}
+        return optimizers_for(self.student.parameters(), self.optimizer_factory, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The teacher is rebuilt from the config; promoted (multi-round) teachers are kept.

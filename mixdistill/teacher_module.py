@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from mixdistill.denoising import CrossEntropyDenoising, DenoisingLoss
-from mixdistill.module import check_data_matches
+from mixdistill.module import check_data_matches, optimizers_for
 from mixdistill.teachers.base import Teacher
 
 
@@ -58,7 +58,4 @@ class TeacherModule(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        opt = self.optimizer_factory(self.model.parameters())
-        if self.scheduler_factory is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": self.scheduler_factory(opt)}
+        return optimizers_for(self.model.parameters(), self.optimizer_factory, self.scheduler_factory)
