@@ -7,13 +7,16 @@ import warnings
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
 from mixdistill.evaluation import QualityEvaluation, format_table, write_quality
 from mixdistill.generation import Generation, SampleWriter
 from mixdistill.objective import Di4CObjective
+from mixdistill.plot import quality_plot
 from mixdistill.student import AdditiveInjection, LatentInjection, MixtureStudent
 from mixdistill.teachers.base import Teacher
 
@@ -139,7 +142,12 @@ class DistillModule(L.LightningModule):
         meta = self.evaluation.meta() | {"precision": str(self.trainer.precision)}
         if self.trainer.is_global_zero:
             path = write_quality(rows, meta, self.trainer.log_dir or self.trainer.default_root_dir)
-            rank_zero_info(f"\n{format_table(rows)}\nwritten to {path}")
+            plot = quality_plot(rows, self.evaluation.primary_metric)
+            plot.save(path.with_name("quality.png"))
+            for logger in self.loggers:
+                if isinstance(logger, TensorBoardLogger):
+                    logger.experiment.add_image("quality", np.asarray(plot), dataformats="HWC")
+            rank_zero_info(f"\n{format_table(rows)}\nwritten to {path} and quality.png")
 
     def predict_dataloader(self) -> Any:
         return self._generation().dataloader()

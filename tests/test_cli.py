@@ -78,6 +78,10 @@ def test_synthetic_fit_then_test_writes_quality_table(tmp_path):
     assert got == [("teacher", s) for s in (1, 2, 4, 8)] + [("student", s) for s in (1, 2, 4)]
     assert all(0.0 <= r["TV"] <= 1.0 and r["KL"] >= 0.0 for r in q["rows"])
     assert q["meta"]["primary_metric"] == "TV" and q["meta"]["higher_is_better"] is False
+    from PIL import Image
+
+    plot = Image.open(next(tmp_path.rglob("quality.png")))  # the quality-against-steps plot
+    assert plot.size == (640, 420) and len(set(plot.getdata())) > 3
 
 
 def test_resume_from_last_checkpoint_continues_the_run(tmp_path):
