@@ -13,6 +13,7 @@ from torchmetrics import Metric
 
 from mixdistill.latency import mixture_overhead
 from mixdistill.metrics.exact_tv import ExactDivergence
+from mixdistill.sampling import seeded
 from mixdistill.teachers.base import Teacher
 
 
@@ -82,12 +83,12 @@ class QualityEvaluation(torch.nn.Module):
     def generate(self, model: Teacher, steps: int, cond_classes: int = 0) -> tuple[Tensor, float]:
         """``num_samples`` samples and the seconds spent, reproducibly seeded."""
         gen_device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        torch.manual_seed(self.seed)
         out, start = [], time.perf_counter()
-        for i in range(0, self.num_samples, self.batch_size):
-            b = min(self.batch_size, self.num_samples - i)
-            cond = torch.randint(cond_classes, (b,), device=gen_device) if cond_classes else None
-            out.append(model.sample(b, steps, cond))
+        with seeded(self.seed, gen_device):
+            for i in range(0, self.num_samples, self.batch_size):
+                b = min(self.batch_size, self.num_samples - i)
+                cond = torch.randint(cond_classes, (b,), device=gen_device) if cond_classes else None
+                out.append(model.sample(b, steps, cond))
         return torch.cat(out), time.perf_counter() - start
 
     def row(self, name: str, model: Teacher, steps: int, teacher: Teacher) -> dict:

@@ -13,6 +13,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid, save_image
 
+from mixdistill.sampling import seeded
+
 
 class Generation:
     """Samples to draw in ``mixdistill predict``.
@@ -52,8 +54,7 @@ class Generation:
     def draw(self, pl_module: L.LightningModule, item: tuple[int, int]) -> torch.Tensor:
         """Samples ``(size, *shape)`` of batch ``index``."""
         index, size = (int(v) for v in item)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + index)
+        with seeded(self.seed + index, pl_module.device):
             return getattr(pl_module, self.model).sample(size, self.steps)
 
 

@@ -152,3 +152,21 @@ def test_quality_monitor_logs_student_quality_for_checkpoint_selection():
     assert float(m.evaluation.sample_metrics[0].real_n) > 0
     m.on_test_epoch_start()
     assert float(m.evaluation.sample_metrics[0].real_n) == 0
+
+
+def test_evaluation_during_training_leaves_the_global_random_state_alone():
+    """Invariant: seeded evaluation (run after every validation by QualityMonitor) draws the same
+    samples every time yet does not reset the training's random stream."""
+    from mixdistill.evaluation import QualityEvaluation
+    from mixdistill.metrics import FrechetDistance
+
+    m = module()
+    ev = QualityEvaluation(
+        [2], [2], num_samples=8, batch_size=8, sample_metrics=[FrechetDistance(vocab_size=3)]
+    )
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first, _ = ev.generate(m.student, 2)
+    assert torch.equal(torch.get_rng_state(), before)
+    second, _ = ev.generate(m.student, 2)
+    assert torch.equal(first, second)

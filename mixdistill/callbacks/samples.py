@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import make_grid
 
+from mixdistill.sampling import seeded
+
 
 class SampleLogger(L.Callback):
     """Every ``every_n_steps`` optimizer steps, draw samples from the student (and once from the
@@ -52,8 +54,8 @@ class SampleLogger(L.Callback):
         """Reproducible samples ``(B, *shape)``."""
         was_training = model.training
         model.eval()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
+        device = next((p.device for p in model.parameters()), None)
+        with seeded(self.seed, device):
             out = model.sample(self.num_samples, steps)
         model.train(was_training)
         return out
