@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -45,11 +45,20 @@ def check_data_matches(model: Teacher, datamodule: Any, role: str) -> None:
 
 
 def optimizers_for(
-    params: Any, optimizer: OptimizerCallable, lr_scheduler: LRSchedulerCallable | None
+    params: Any,
+    optimizer: OptimizerCallable,
+    lr_scheduler: LRSchedulerCallable | None,
+    interval: Literal["step", "epoch"] = "step",
 ) -> Any:
-    """What ``configure_optimizers`` returns for ``params`` with the configured factories."""
+    """What ``configure_optimizers`` returns for ``params`` with the configured factories.
+
+    The scheduler steps after every optimizer step by default, so that ``T_max``/``total_steps``
+    count the steps that ``trainer.max_steps`` counts (Lightning's own default is once per epoch).
+    """
     opt = optimizer(params)
-    return opt if lr_scheduler is None else {"optimizer": opt, "lr_scheduler": lr_scheduler(opt)}
+    if lr_scheduler is None:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler(opt), "interval": interval}}
 
 
 class DistillModule(L.LightningModule):
@@ -67,6 +76,7 @@ class DistillModule(L.LightningModule):
         student_base: A backbone to train from scratch instead of a copy of the teacher.
         optimizer: Optimizer over the student's parameters.
         lr_scheduler: Optional learning-rate scheduler.
+        lr_interval: Step the scheduler after every optimizer ``step`` or every ``epoch``.
         evaluation: Quality against steps, run by ``mixdistill test``.
         generation: Samples written by ``mixdistill predict``.
     """
@@ -80,6 +90,7 @@ class DistillModule(L.LightningModule):
         student_base: Teacher | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_interval: Literal["step", "epoch"] = "step",
         evaluation: QualityEvaluation | None = None,
         generation: Generation | None = None,
     ) -> None:
@@ -99,6 +110,7 @@ class DistillModule(L.LightningModule):
         else:
             self.student = MixtureStudent(student_base, injection, latent_dim)
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.lr_interval = lr_interval
         self.evaluation, self.generation = evaluation, generation
         self.round = 0
 
@@ -164,7 +176,9 @@ class DistillModule(L.LightningModule):
         return self.generation
 
     def configure_optimizers(self) -> Any:
-        return optimizers_for(self.student.parameters(), self.optimizer_factory, self.scheduler_factory)
+        return optimizers_for(
+            self.student.parameters(), self.optimizer_factory, self.scheduler_factory, self.lr_interval
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The teacher is rebuilt from the config; promoted (multi-round) teachers are kept.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -21,6 +21,7 @@ class TeacherModule(L.LightningModule):
         loss: ``MaskedDiffusionELBO`` for masking processes, ``CrossEntropyDenoising`` otherwise.
         optimizer: Optimizer over the model's parameters.
         lr_scheduler: Optional learning-rate scheduler.
+        lr_interval: Step the scheduler after every optimizer ``step`` or every ``epoch``.
     """
 
     def __init__(
@@ -29,11 +30,13 @@ class TeacherModule(L.LightningModule):
         loss: DenoisingLoss | None = None,
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,
+        lr_interval: Literal["step", "epoch"] = "step",
     ) -> None:
         super().__init__()
         self.model = model.unfreeze()
         self.loss = loss if loss is not None else CrossEntropyDenoising()
         self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        self.lr_interval = lr_interval
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -58,4 +61,6 @@ class TeacherModule(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        return optimizers_for(self.model.parameters(), self.optimizer_factory, self.scheduler_factory)
+        return optimizers_for(
+            self.model.parameters(), self.optimizer_factory, self.scheduler_factory, self.lr_interval
+        )
