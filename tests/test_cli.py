@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from mixdistill.assets import ASSETS
 from mixdistill.cli import run as main
-from mixdistill.teachers.network import ASSETS
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
 SYNTHETIC = str(CONFIGS[0].parent / "synthetic.yaml")

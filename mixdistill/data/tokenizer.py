@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from mixdistill.assets import resolve_asset
+
 #: Files that make a tokenizer directory: one ``tokenizer.json``, or GPT-2 style BPE vocab and merges.
 TOKENIZER_JSON = "tokenizer.json"
 BPE_FILES = ("vocab.json", "merges.txt")
@@ -17,12 +19,13 @@ BPE_FILES = ("vocab.json", "merges.txt")
 def tokenizer_files(path: str) -> list[Path]:
     """The files that define the tokenizer at ``path`` (a ``tokenizer.json`` or a directory).
 
-    A directory must hold ``tokenizer.json`` or both ``vocab.json`` and ``merges.txt`` (GPT-2 BPE).
+    ``asset:NAME`` names a tokenizer shipped in ``mixdistill/assets``. A directory must hold
+    ``tokenizer.json`` or both ``vocab.json`` and ``merges.txt`` (GPT-2 BPE).
 
     Raises:
         FileNotFoundError: Naming ``path`` and what it should contain.
     """
-    p = Path(path)
+    p = resolve_asset(path)
     if p.is_file():
         return [p]
     if p.is_dir():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from mixdistill.teachers.network import load_state_dict, resolve_asset
+from mixdistill.assets import resolve_asset
+from mixdistill.teachers.network import load_state_dict
 
 
 def load_frozen(net: nn.Module, checkpoint: str, owner: str, how_to_get: str) -> nn.Module:

@@ -7,17 +7,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from mixdistill.assets import resolve_asset
 from mixdistill.processes.base import ForwardProcess
 from mixdistill.teachers.base import Teacher
-
-#: Files shipped inside the package; ``asset:NAME`` in a config refers to them.
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-
-
-def resolve_asset(path: str | Path) -> Path:
-    """``asset:NAME`` -> the shipped file ``mixdistill/assets/NAME``; other paths are returned as given."""
-    text = str(path)
-    return ASSETS / text.removeprefix("asset:") if text.startswith("asset:") else Path(text)
 
 
 def load_state_dict(path: str | Path) -> dict[str, Tensor]:
