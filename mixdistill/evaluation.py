@@ -13,6 +13,7 @@ from torchmetrics import Metric
 
 from mixdistill.latency import mixture_overhead
 from mixdistill.metrics.exact_tv import ExactDivergence
+from mixdistill.reference_cache import ReferenceCache, ReferenceStatistics, ReferenceStream
 from mixdistill.sampling import seeded
 from mixdistill.teachers.base import Teacher
 
@@ -34,6 +35,9 @@ class QualityEvaluation(torch.nn.Module):
         exact_metrics: Metrics on exact distributions, e.g. ``ExactDivergence``.
         primary_metric: Name of the metric that ranks models.
         latency_batch: Batch size of the per-step latency comparison reported in the meta (0: skip).
+        reference_cache: Where to cache the real-side statistics of the metrics that support it
+            (``FrechetDistance``, ``FidelityMetrics``), keyed by a hash of the reference data and the
+            feature network; ``None`` computes them on every run.
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class QualityEvaluation(torch.nn.Module):
         exact_metrics: list[ExactDivergence] | None = None,
         primary_metric: str | None = None,
         latency_batch: int = 0,
+        reference_cache: ReferenceCache | None = None,
     ) -> None:
         super().__init__()
         self.teacher_steps = teacher_steps or [2, 4, 8, 16]
@@ -68,16 +73,52 @@ class QualityEvaluation(torch.nn.Module):
         self.primary_metric = primary_metric or (
             metric_name(self.sample_metrics[0]) if self.sample_metrics else "TV"
         )
+        self.reference_cache = reference_cache
+        self.reference = ReferenceStream()
+        self.reference_files: dict[str, dict[str, str]] = {}
 
-    def reset_reference(self) -> None:
-        """Forget the reference data (and any generated samples) of every sample metric."""
+    def reset_reference(self, split: str = "reference") -> None:
+        """Forget the reference data (and any generated samples) of every sample metric; the next
+        reference batches come from ``split`` (a name, part of the cache key).
+        """
         for m in self.sample_metrics:
             Metric.reset(m)
+        self.reference, self.reference_files = ReferenceStream(split), {}
+
+    def cached(self, metric: Metric) -> bool:
+        """Whether ``metric``'s real side goes through the reference cache (else it is fed directly)."""
+        return self.reference_cache is not None and isinstance(metric, ReferenceStatistics)
 
     def update_real(self, x0: Tensor) -> None:
-        """Feed a batch of reference data ``(B, *shape)``."""
-        for m in self.sample_metrics:
-            m.update(x0, real=True)
+        """Feed a batch of reference data ``(B, *shape)``.
+
+        Metrics served by the cache only see the data in ``finish_reference`` (and only on a miss): the
+        batch is hashed and kept until then. The others are fed at once.
+        """
+        deferred = [self.cached(m) for m in self.sample_metrics]
+        if any(deferred) and self.reference.settled:
+            raise RuntimeError(
+                "QualityEvaluation: update_real after the reference was finished (rows were computed); "
+                "call reset_reference() before feeding a new reference."
+            )
+        self.reference.add(x0, keep=any(deferred))
+        for m, later in zip(self.sample_metrics, deferred, strict=True):
+            if not later:
+                m.update(x0, real=True)
+
+    def finish_reference(self) -> None:
+        """Complete the reference side once all reference batches were fed: load each cached metric's
+        statistics (hit) or compute and write them (miss). Called by ``row``; idempotent.
+        """
+        if self.reference.settled:
+            return
+        if self.reference_cache is not None and self.reference.examples > 0:
+            for m in self.sample_metrics:
+                if self.cached(m):
+                    self.reference_files[metric_name(m)] = self.reference_cache.provide(
+                        metric_name(m), m, self.reference
+                    )
+        self.reference.settle()
 
     @torch.no_grad()
     def generate(self, model: Teacher, steps: int, cond_classes: int = 0) -> tuple[Tensor, float]:
@@ -94,6 +135,7 @@ class QualityEvaluation(torch.nn.Module):
     def row(self, name: str, model: Teacher, steps: int, teacher: Teacher) -> dict:
         """Evaluate one (model, steps) pair."""
         row: dict = {"model": name, "steps": steps}
+        self.finish_reference()
         if self.sample_metrics:
             samples, secs = self.generate(model, steps, teacher.num_classes)
             for m in self.sample_metrics:
@@ -134,7 +176,27 @@ class QualityEvaluation(torch.nn.Module):
             + [type(m).__name__ for m in self.exact_metrics],
             "evaluators": [m.meta for m in self.sample_metrics if hasattr(m, "meta")],
             "latency": self.latency | {"batch_size": self.latency_batch} if self.latency else {},
+            "reference": self.reference_meta(),
             "torch": torch.__version__,
+        }
+
+    def reference_meta(self) -> dict:
+        """The reference data (split, count, digest) and whether its statistics came from the cache:
+        ``"off"``, ``"hit"``, ``"written"``, ``"partial"`` (some of each) or ``"pending"``.
+        """
+        statuses = {f["cache"] for f in self.reference_files.values()}
+        if not any(self.cached(m) for m in self.sample_metrics) or (self.reference.settled and not statuses):
+            cache = "off"
+        elif not self.reference.settled:
+            cache = "pending"
+        else:
+            cache = statuses.pop() if len(statuses) == 1 else "partial"
+        return {
+            "split": self.reference.split,
+            "examples": self.reference.examples,
+            "sha256": self.reference.sha256(),
+            "cache": cache,
+            "files": self.reference_files,
         }
 
 

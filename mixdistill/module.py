@@ -137,7 +137,7 @@ class DistillModule(L.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         if self.evaluation is not None:  # the reference is the test data alone
-            self.evaluation.reset_reference()
+            self.evaluation.reset_reference(split="test")
             self.evaluation.use_decoder(getattr(self.trainer.datamodule, "decode", None))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:

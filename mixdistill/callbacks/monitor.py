@@ -15,8 +15,9 @@ class QualityMonitor(L.Callback):
     ``student_steps`` against the validation data and logs ``monitor/<metric>_steps<N>``
     (e.g. ``monitor/FD-pixels_steps4``), which ``ModelCheckpoint(monitor=...)`` can select on.
 
-    The reference statistics are taken from the validation batches of the first validation and
-    reset before ``mixdistill test`` feeds its own data.
+    The reference statistics are taken from the validation batches of the first validation (from the
+    evaluation's ``reference_cache`` when it holds them for that data) and reset before
+    ``mixdistill test`` feeds its own data.
     """
 
     def __init__(self) -> None:
@@ -24,7 +25,7 @@ class QualityMonitor(L.Callback):
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._reference_ready:
-            self._evaluation(pl_module).reset_reference()
+            self._evaluation(pl_module).reset_reference(split="val")
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any

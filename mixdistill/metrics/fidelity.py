@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,6 +11,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
+
+from mixdistill.fingerprint import canonical_sha256, file_fingerprint
 
 #: Where torch-fidelity 0.4 downloads its Inception-v3 weights from (the same file, by its SHA-256
 #: prefix, as pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``).
@@ -240,6 +243,39 @@ class FidelityMetrics(Metric):
         fake, real = (self.features(s, "prc", k + 1, why) for s in ("fake", "real"))
         prc = metric_prc.prc_features_to_metric(fake, real, verbose=False, **self.settings)  # generated first
         return {"precision": prc["precision"], "recall": prc["recall"], "F_score": prc["f_score"]}
+
+    def real_states(self) -> list[str]:
+        """Names of the reference feature states, e.g. ``["real_inception_2048"]``."""
+        return [f"{s}_{e}_{lay}" for s, e, lay in self.feature_states() if s == "real"]
+
+    def reference_state(self) -> dict[str, Tensor]:
+        """The reference features ``{"real_<extractor>_<layer>": (N, F)}`` (empty for IS alone)."""
+        return {k: dim_zero_cat(getattr(self, k)) for k in self.real_states() if len(getattr(self, k))}
+
+    def load_reference_state(self, state: dict[str, Tensor]) -> None:
+        """Restore the reference features from ``reference_state()``'s output (e.g. read from a cache)."""
+        if set(state) != set(self.real_states()):
+            raise ValueError(
+                f"{self.name}: reference state has {sorted(state)}, expected {self.real_states()}."
+            )
+        for k in self.real_states():
+            setattr(self, k, [state[k].to(self.device)])
+
+    def feature_fingerprint(self) -> str:
+        """Digest of the feature extraction: the weights files (by content) of the extractors that see
+        reference images, the layers, the pixel scaling and torch-fidelity's version (its networks and
+        resizing are code).
+        """
+        extractors = dict.fromkeys(e for s, e, _ in self.feature_states() if s == "real")
+        return canonical_sha256(
+            {
+                "weights": {e: file_fingerprint(self.weights[e]) for e in extractors},
+                "states": self.real_states(),
+                "levels": self.levels,
+                "internal_dtype": self.internal_dtype,
+                "torch_fidelity": version("torch-fidelity"),
+            }
+        )
 
     def reset(self) -> None:
         if self.reset_real_features:

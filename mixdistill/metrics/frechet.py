@@ -6,6 +6,11 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from mixdistill.fingerprint import canonical_sha256, module_fingerprint
+
+#: The states ``update(x, real=True)`` accumulates: what a reference cache stores.
+REAL_STATES = ("real_sum", "real_outer", "real_n")
+
 
 def frechet_distance(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -> Tensor:
     """``|mu1 - mu2|^2 + tr(cov1 + cov2 - 2 (cov1^{1/2} cov2 cov1^{1/2})^{1/2})`` in float64.
@@ -78,10 +83,29 @@ class FrechetDistance(Metric):
     def compute(self) -> Tensor:
         return frechet_distance(*self._moments("real"), *self._moments("fake")).float()
 
+    def reference_state(self) -> dict[str, Tensor]:
+        """The real side: ``{"real_sum": (F,), "real_outer": (F, F), "real_n": ()}``, float64 sums."""
+        return {k: getattr(self, k) for k in REAL_STATES}
+
+    def load_reference_state(self, state: dict[str, Tensor]) -> None:
+        """Restore the real side from ``reference_state()``'s output (e.g. read from a cache)."""
+        if set(state) != set(REAL_STATES):
+            raise ValueError(
+                f"{self.name}: reference state has {sorted(state)}, expected {list(REAL_STATES)}."
+            )
+        for k in REAL_STATES:
+            setattr(self, k, state[k].to(self.device, torch.float64))
+
+    def feature_fingerprint(self) -> str:
+        """Digest of the feature map: the network's structure and weights, or the raw-value scale."""
+        if self.features is None:
+            return canonical_sha256({"raw_values_scale": self.scale})
+        return module_fingerprint(self.features)
+
     def reset(self) -> None:
         if self.reset_real_features:
             return super().reset()
-        kept = {k: getattr(self, k) for k in ("real_sum", "real_outer", "real_n")}
+        kept = {k: getattr(self, k) for k in REAL_STATES}
         super().reset()
         for k, v in kept.items():
             setattr(self, k, v)
