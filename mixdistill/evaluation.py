@@ -121,23 +121,25 @@ class QualityEvaluation(torch.nn.Module):
         self.reference.settle()
 
     @torch.no_grad()
-    def generate(self, model: Teacher, steps: int, cond_classes: int = 0) -> tuple[Tensor, float]:
-        """``num_samples`` samples and the seconds spent, reproducibly seeded."""
+    def generate(
+        self, model: Teacher, steps: int, cond_classes: int = 0, seed: int | None = None
+    ) -> tuple[Tensor, float]:
+        """``num_samples`` samples and the seconds spent, seeded by ``seed`` (default: ``self.seed``)."""
         gen_device = next((p.device for p in model.parameters()), torch.device("cpu"))
         out, start = [], time.perf_counter()
-        with seeded(self.seed, gen_device):
+        with seeded(self.seed if seed is None else seed, gen_device):
             for i in range(0, self.num_samples, self.batch_size):
                 b = min(self.batch_size, self.num_samples - i)
                 cond = torch.randint(cond_classes, (b,), device=gen_device) if cond_classes else None
                 out.append(model.sample(b, steps, cond))
         return torch.cat(out), time.perf_counter() - start
 
-    def row(self, name: str, model: Teacher, steps: int, teacher: Teacher) -> dict:
-        """Evaluate one (model, steps) pair."""
+    def row(self, name: str, model: Teacher, steps: int, teacher: Teacher, seed: int | None = None) -> dict:
+        """Evaluate one (model, steps) pair; ``seed`` overrides ``self.seed`` for its samples."""
         row: dict = {"model": name, "steps": steps}
         self.finish_reference()
         if self.sample_metrics:
-            samples, secs = self.generate(model, steps, teacher.num_classes)
+            samples, secs = self.generate(model, steps, teacher.num_classes, seed)
             for m in self.sample_metrics:
                 m.reset()
                 m.to(samples.device).update(samples, real=False)

@@ -170,3 +170,26 @@ def test_evaluation_during_training_leaves_the_global_random_state_alone():
     assert torch.equal(torch.get_rng_state(), before)
     second, _ = ev.generate(m.student, 2)
     assert torch.equal(first, second)
+
+
+def test_quality_monitor_samples_with_another_seed_than_the_test():
+    """Invariant: the monitor's numbers are those of the evaluation's seed + 1 (so checkpoint
+    selection is not tuned to the samples mixdistill test reports), recomputed after the fit."""
+    from mixdistill.callbacks import QualityMonitor
+    from mixdistill.evaluation import QualityEvaluation
+    from mixdistill.metrics import FrechetDistance
+
+    m = module()
+    m.evaluation = QualityEvaluation(
+        [2], [2], num_samples=64, batch_size=64, seed=5, sample_metrics=[FrechetDistance(vocab_size=3)]
+    )
+    quiet = {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+    trainer = L.Trainer(
+        max_steps=4, val_check_interval=4, callbacks=[QualityMonitor()], logger=False, **quiet
+    )
+    trainer.fit(m, SyntheticData(SPEC, num_samples=256, batch_size=16))
+    logged = float(trainer.callback_metrics["monitor/FD-pixels_steps2"])
+    monitor_seed = m.evaluation.row("student", m.student, 2, m.teacher, seed=6)["FD-pixels"]
+    test_seed = m.evaluation.row("student", m.student, 2, m.teacher)["FD-pixels"]
+    assert logged == pytest.approx(monitor_seed, rel=1e-6)
+    assert abs(monitor_seed - test_seed) > 1e-6

@@ -18,9 +18,15 @@ class QualityMonitor(L.Callback):
     The reference statistics are taken from the validation batches of the first validation (from the
     evaluation's ``reference_cache`` when it holds them for that data) and reset before
     ``mixdistill test`` feeds its own data.
+
+    Args:
+        seed: Seed of the monitor's samples. ``None`` uses the evaluation's seed + 1, so that a
+            checkpoint chosen by these numbers is not tuned to the very samples ``mixdistill test``
+            reports (which use the evaluation's seed).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
         self._reference_ready = False
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -40,7 +46,8 @@ class QualityMonitor(L.Callback):
         self._reference_ready = True
         evaluation = self._evaluation(pl_module)
         for steps in evaluation.student_steps:
-            row = evaluation.row("student", pl_module.student, steps, pl_module.teacher)
+            seed = evaluation.seed + 1 if self.seed is None else self.seed
+            row = evaluation.row("student", pl_module.student, steps, pl_module.teacher, seed)
             for key, value in row.items():
                 if isinstance(value, float) and key not in TIMINGS:
                     pl_module.log(f"monitor/{key}_steps{steps}", value, sync_dist=True)
