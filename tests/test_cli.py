@@ -14,6 +14,7 @@ from mixdistill.cli import run as main
 
 CONFIGS = sorted(Path(__file__).resolve().parent.parent.joinpath("configs").glob("*.yaml"))
 SYNTHETIC = str(CONFIGS[0].parent / "synthetic.yaml")
+TEXT = str(CONFIGS[0].parent / "text.yaml")
 QUICKSTART = str(CONFIGS[0].parent / "quickstart.yaml")
 
 
@@ -138,6 +139,7 @@ def test_quickstart_runs_a_few_steps_and_evaluates(tmp_path):
     small_eval = [
         "--model.init_args.evaluation.init_args.num_samples=64",
         "--model.init_args.evaluation.init_args.batch_size=64",
+        f"--model.init_args.evaluation.init_args.reference_cache.init_args.directory={tmp_path / 'ref'}",
     ]
     args = ["--config", QUICKSTART, *tiny(tmp_path, 3), *small_eval]
     main(["fit", *args])
@@ -157,6 +159,49 @@ def test_quickstart_runs_a_few_steps_and_evaluates(tmp_path):
     timing = {"sec_per_sample", "samples_per_sec"}
     strip = [{k: v for k, v in r.items() if k not in timing} for r in rows]
     assert [{k: v for k, v in r.items() if k not in timing} for r in quality(tmp_path)["rows"]] == strip
+
+
+def small_play(path: Path, speeches: int = 200) -> Path:
+    """A made-up play of ``speeches`` short speeches (one paragraph each), deterministic."""
+    rng = np.random.default_rng(0)
+    words = "my lord the king doth love thee not and yet I swear by heaven that she is fair".split()
+    body = ["\n".join(["HAMLET.", " ".join(rng.choice(words, size=9))]) for _ in range(speeches)]
+    path.write_text("\n\n".join(body) + "\n")
+    return path
+
+
+@pytest.mark.skipif(
+    not (ASSETS / "shakespeare_teacher.safetensors").is_file(), reason="asset not built (make assets)"
+)
+def test_text_example_runs_a_few_steps_and_reports_perplexity_and_entropy(tmp_path):
+    """Invariant: configs/text.yaml distils the shipped Shakespeare teacher on a text file and its test
+    reports generative perplexity (> 1, finite) and per-sample entropy (in (0, ln 64]) for every row."""
+    overrides = [
+        f"--data.init_args.files=[{small_play(tmp_path / 'play.txt')}]",
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}",
+        "--data.init_args.val_fraction=0.2",
+        "--data.init_args.test_fraction=0.2",
+        "--model.init_args.evaluation.init_args.num_samples=8",
+        "--model.init_args.evaluation.init_args.batch_size=8",
+        "--model.init_args.evaluation.init_args.latency_batch=8",
+    ]
+    args = ["--config", TEXT, *tiny(tmp_path, 2), *overrides]
+    main(["fit", *args])
+    main(["test", *args, f"--ckpt_path={tmp_path / 'checkpoints' / 'last.ckpt'}"])
+    result = quality(tmp_path)
+    assert [(r["model"], r["steps"]) for r in result["rows"]] == [
+        ("teacher", 2),
+        ("teacher", 4),
+        ("teacher", 8),
+        ("teacher", 16),
+        ("student", 2),
+        ("student", 4),
+    ]
+    for r in result["rows"]:
+        assert 1.0 < r["gen_ppl"] < float("inf") and 0.0 < r["entropy"] <= math.log(64) + 1e-6
+    meta = result["meta"]
+    assert meta["primary_metric"] == "gen_ppl" and meta["higher_is_better"] is False
+    assert meta["evaluators"][0]["evaluator"] == "shakespeare-causal-lm"
 
 
 def test_predict_writes_samples(tmp_path):

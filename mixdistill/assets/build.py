@@ -4,6 +4,12 @@
   ``configs/teacher_digits.yaml`` (the checkpoint with the best held-out loss), network weights only.
 * ``digits_classifier.safetensors``: the classifier whose features give the ``FD-digits`` metric,
   trained on the train split of the quickstart's ``DigitsData`` split.
+* ``shakespeare_tokenizer.json``: the text example's byte-level BPE (2048 tokens), trained on the
+  train split of ``data/shakespeare/plays.txt`` (``make text-data`` fetches the corpus).
+* ``shakespeare_teacher.safetensors``: the text example's masked-diffusion transformer, trained with
+  the ``mixdistill`` CLI from ``configs/teacher_text.yaml`` (best held-out loss), network weights only.
+* ``shakespeare_evaluator.safetensors``: the causal LM that scores generated text (generative
+  perplexity), trained on the plays held out from the teacher (``data/shakespeare/evaluator.txt``).
 
 The same hardware and library versions reproduce the files bit for bit.
 """
@@ -11,17 +17,26 @@ The same hardware and library versions reproduce the files bit for bit.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from mixdistill.assets import ASSETS as ASSET_DIR
 from mixdistill.cli import run as cli_run
-from mixdistill.data import DigitsData
+from mixdistill.data import DigitsData, TextData
+from mixdistill.data.shakespeare import EVALUATOR, PLAYS
+from mixdistill.data.shakespeare import main as fetch_shakespeare
+from mixdistill.metrics.causal_lm import CausalTransformer, next_token_loss, train_causal_lm
 from mixdistill.metrics.classifier import train_classifier
 
-ASSET_DIR = Path(__file__).resolve().parent
+#: Where ``make text-data`` puts the Shakespeare corpus (the configs name the same folder).
+CORPUS = Path("data/shakespeare")
+#: The text example's tokenizer and evaluator LM settings (configs/text.yaml repeats them).
+TEXT_VOCAB, EVALUATOR_CONTEXT = 2048, 128
+EVALUATOR_NET = {"dim": 128, "depth": 4, "heads": 4}
 
 
 def export(checkpoint: str | Path, prefix: str, out: Path) -> Path:
@@ -49,9 +64,60 @@ def digits_classifier(out: Path) -> Path:
     return out
 
 
+def corpus_file(name: str) -> str:
+    """A file of the Shakespeare corpus, fetched first when it is missing."""
+    if not (CORPUS / name).is_file():
+        fetch_shakespeare([str(CORPUS)])
+    return str(CORPUS / name)
+
+
+def shakespeare_tokenizer(out: Path) -> Path:
+    """Train the text example's byte-level BPE on the train split of the teacher's corpus."""
+    data = TextData(
+        files=[corpus_file(PLAYS)],
+        sample_by="paragraph",
+        train_tokenizer_vocab=TEXT_VOCAB,
+        val_fraction=0.02,
+        test_fraction=0.02,
+    )
+    data.tokenizer.save(str(out))
+    return out
+
+
+def shakespeare_teacher(out: Path) -> Path:
+    """Train the text example's teacher with the CLI and export its network."""
+    corpus_file(PLAYS)
+    cli = cli_run(["fit", "--config", "configs/teacher_text.yaml"])
+    callback = cli.trainer.checkpoint_callback
+    return export(callback.best_model_path or callback.last_model_path, "model.net.", out)
+
+
+def shakespeare_evaluator(out: Path, steps: int = 1500) -> Path:
+    """Train the evaluator LM on the held-out plays; prints its perplexity on their val split."""
+    data = TextData(
+        files=[corpus_file(EVALUATOR)],
+        sample_by="paragraph",
+        tokenizer="asset:shakespeare_tokenizer.json",
+        seq_len=EVALUATOR_CONTEXT,
+        val_fraction=0.05,
+    )
+    splits = data.packed()
+    torch.manual_seed(0)
+    net = CausalTransformer(TEXT_VOCAB, EVALUATOR_CONTEXT, dropout=0.1, **EVALUATOR_NET)
+    losses = train_causal_lm(net, splits["train"], steps=steps, batch_size=32, lr=1e-3)
+    with torch.no_grad():
+        val = next_token_loss(net, splits["val"]).item()
+    print(f"evaluator LM: train loss {sum(losses[-50:]) / 50:.3f}, held-out perplexity {math.exp(val):.2f}")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out))
+    return out
+
+
 ASSETS: dict[str, Callable[[Path], Path]] = {
     "digits_teacher.safetensors": digits_teacher,
     "digits_classifier.safetensors": digits_classifier,
+    "shakespeare_tokenizer.json": shakespeare_tokenizer,
+    "shakespeare_teacher.safetensors": shakespeare_teacher,
+    "shakespeare_evaluator.safetensors": shakespeare_evaluator,
 }
 
 
