@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,8 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def files_fingerprint(paths: Iterable[str | Path]) -> str:
+    """SHA-256 of several files' contents, in order (e.g. a tokenizer's vocab and merges)."""
+    return canonical_sha256({"files": [file_fingerprint(p) for p in paths]})

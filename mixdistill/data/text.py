@@ -16,12 +16,12 @@ from torch import Tensor
 from mixdistill.data.base import SPLITS, Arrays, TensorDataModule, split_indices
 from mixdistill.data.tokenizer import (
     TOKENIZER_JSON,
-    fingerprint_files,
     load_tokenizer,
     save_tokenizer,
     tokenizer_files,
     train_byte_level_bpe,
 )
+from mixdistill.fingerprint import files_fingerprint
 
 #: ``datasets`` builder for each file suffix.
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -191,7 +191,7 @@ class TextData(TensorDataModule):
         if self.tokenizer_path is None:
             tok_id: object = {"train_bpe": self.train_tokenizer_vocab}
         else:
-            tok_id = {"sha256": fingerprint_files(tokenizer_files(self.tokenizer_path))}
+            tok_id = {"sha256": files_fingerprint(tokenizer_files(self.tokenizer_path))}
         key = {"corpus": self.corpus_id(), "tokenizer": tok_id, "eos": self.eos_token}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         return self.cache_dir / digest

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -78,11 +77,3 @@ def save_tokenizer(tok: Tokenizer, path: Path) -> None:
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tok.save(str(tmp))
     os.replace(tmp, path)
-
-
-def fingerprint_files(paths: Iterable[Path]) -> str:
-    """SHA-256 of the files' contents (for cache keys of small files such as tokenizers)."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.read_bytes())
-    return h.hexdigest()

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixdistill.data.tokenizer import fingerprint_files, load_tokenizer, tokenizer_files
+from mixdistill.data.tokenizer import load_tokenizer, tokenizer_files
+from mixdistill.fingerprint import files_fingerprint, module_fingerprint
 from mixdistill.metrics.checkpoint import load_frozen
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -137,15 +138,6 @@ def directory_fingerprint(directory: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def state_fingerprint(net: nn.Module) -> str:
-    """Short SHA-256 of a network's parameter names and values."""
-    h = hashlib.sha256()
-    for key, value in net.state_dict().items():
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 class TorchCausalLM(CausalLMEvaluator):
     """A causal LM network of mixdistill's own (e.g. ``CausalTransformer``) with a ``tokenizers`` tokenizer.
 
@@ -190,8 +182,8 @@ class TorchCausalLM(CausalLMEvaluator):
                 f"TorchCausalLM: context_length={context_length} and {type(net).__name__} has no "
                 f"context_length attribute; give context_length >= 2."
             )
-        tok_sha = fingerprint_files(tokenizer_files(tokenizer_path))[:16]
-        self.name, self.version = name, f"weights:{state_fingerprint(net)},tokenizer:{tok_sha}"
+        tok_sha = files_fingerprint(tokenizer_files(tokenizer_path))[:16]
+        self.name, self.version = name, f"weights:{module_fingerprint(net)[:16]},tokenizer:{tok_sha}"
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [enc.ids for enc in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
