@@ -3,6 +3,7 @@
 import math
 
 import lightning as L
+import pytest
 import torch
 
 from mixdistill.data import SyntheticData
@@ -70,3 +71,27 @@ def test_teacher_module_lowers_the_loss():
     trainer.fit(module, dm)
     after = trainer.validate(module, dm, verbose=False)[0]["val/loss"]
     assert after < 0.9 * before, (before, after)
+
+
+def test_scheduler_steps_per_optimizer_step_unless_told_per_epoch():
+    """Invariant: with lr_interval="step" a cosine schedule of T_max = max_steps ends at lr 0 after
+    max_steps steps spread over several epochs; with "epoch" it has stepped once per finished epoch."""
+    spec = PrototypeTable(vocab_size=3, num_dims=4, num_prototypes=3, temperature=0.3, seed=0)
+    final = {}
+    for interval in ("step", "epoch"):
+        torch.manual_seed(0)
+        model = NetworkTeacher(MaskingProcess(3), (4,), MLPDenoiserNet(4, 4, 3, 16, 1))
+        module = TeacherModule(
+            model,
+            optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+            lr_scheduler=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=12),
+            lr_interval=interval,
+        )
+        dm = SyntheticData(spec, num_samples=100, batch_size=16, val_fraction=0.2)  # 5 batches/epoch
+        quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+        trainer = L.Trainer(max_steps=12, enable_model_summary=False, limit_val_batches=0, **quiet)
+        trainer.fit(module, dm)
+        final[interval] = trainer.optimizers[0].param_groups[0]["lr"]
+    assert final["step"] == pytest.approx(0.0, abs=1e-12)
+    # 12 steps of 5 batches: 2 finished epochs -> lr = (1 + cos(2 pi / 12)) / 2.
+    assert final["epoch"] == pytest.approx((1 + math.cos(2 * math.pi / 12)) / 2, rel=1e-9)
