@@ -35,6 +35,7 @@ class CausalTransformer(nn.Module):
             raise ValueError(f"CausalTransformer: dim={dim} must be divisible by heads={heads}.")
         self.vocab_size, self.context_length = vocab_size, context_length
         self.tokens = nn.Embedding(vocab_size, dim)
+        nn.init.normal_(self.tokens.weight, std=0.02)  # GPT-2's scale, the same as the positions'
         self.positions = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, context_length, dim), std=0.02))
         layer = nn.TransformerEncoderLayer(
             dim, heads, mlp_ratio * dim, dropout, activation="gelu", batch_first=True, norm_first=True

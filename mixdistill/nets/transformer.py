@@ -1,10 +1,10 @@
-"""A small bidirectional transformer denoiser (DiT-style input conditioning), vocabulary-agnostic."""
+"""A small bidirectional transformer denoiser (rotary positions, time added to the input)."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
+from mixdistill.nets.rotary import RotaryBlock, rotary_tables
 from mixdistill.student import sinusoidal_embedding
 
 
@@ -26,7 +26,7 @@ class TimeEmbedding(nn.Module):
 
 
 class TransformerDenoiserNet(nn.Module):
-    """Tokens of ``x_t`` + positions + (time [+ class]) embedding -> pre-norm encoder -> logits.
+    """Tokens of ``x_t`` + (time [+ class]) embedding -> pre-norm rotary blocks -> logits.
 
     Args:
         num_dims: Sequence length ``D`` (a flattened image has ``H * W`` tokens).
@@ -55,14 +55,15 @@ class TransformerDenoiserNet(nn.Module):
     ) -> None:
         super().__init__()
         self.num_dims, self.vocab_size = num_dims, vocab_size
+        # N(0, 1) token embeddings: at GPT-2's 0.02 the time embedding swamped them, every position
+        # looked alike to attention and a masked-text model sat at the unigram loss far longer.
         self.tokens = nn.Embedding(num_states, dim)
-        self.positions = nn.Parameter(nn.init.trunc_normal_(torch.empty(1, num_dims, dim), std=0.02))
         self.time_embed = TimeEmbedding(dim)
         self.class_embed = nn.Embedding(num_classes + 1, dim) if num_classes else None
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, mlp_ratio * dim, dropout, activation="gelu", batch_first=True, norm_first=True
-        )
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList(RotaryBlock(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        cos, sin = rotary_tables(num_dims, dim // heads)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (D, dim / heads)
+        self.register_buffer("rope_sin", sin, persistent=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
 
@@ -70,5 +71,7 @@ class TransformerDenoiserNet(nn.Module):
         c = self.time_embed(t)  # (B, dim)
         if self.class_embed is not None and cond is not None:
             c = c + self.class_embed(cond)
-        h = self.tokens(x_t) + self.positions + c.unsqueeze(1)  # (B, D, dim)
-        return self.head(self.norm(self.encoder(h)))  # (B, D, S)
+        h = self.tokens(x_t) + c.unsqueeze(1)  # (B, D, dim)
+        for block in self.blocks:
+            h = block(h, self.rope_cos, self.rope_sin)
+        return self.head(self.norm(h))  # (B, D, S)
