@@ -9,6 +9,7 @@ writes the section "## Text: Shakespeare, generative perplexity against steps" o
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from pathlib import Path
@@ -62,8 +63,11 @@ def render(quality: dict, data: dict, seconds: float, steps: int) -> str:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as root:
-        quality, cli, seconds = fit_and_test(CONFIG, root, [])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", help="keep the run (logs, checkpoints) here instead of a temporary folder")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        quality, cli, seconds = fit_and_test(CONFIG, args.root or tmp, [])
         text = render(quality, data_row(cli), seconds, cli.trainer.global_step)
     write_section(text)
     print(text)
