@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from report import fit_and_test, side_by_side, write_section
+from report import fit_and_test, quality_tables, write_section
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
@@ -32,13 +32,7 @@ def render(quality: dict, seconds: float, steps: int) -> str:
         "of the 20% test split; FD-digits the same on the 64 penultimate features of the shipped digits",
         "classifier (98% validation accuracy). Lower is better; neither is FID.",
         "",
-        *side_by_side(rows, "FD-pixels"),
-        "",
-        *side_by_side(rows, "FD-digits"),
-        "",
-        f"Latency of one sampling step at batch {lat['batch_size']} (median of 3 x 20 alternated runs):",
-        f"teacher {lat['teacher_step_ms']:.2f} ms, student {lat['student_step_ms']:.2f} ms, "
-        f"mixture overhead {100 * lat['student_overhead']:+.1f}%.",
+        *quality_tables(rows, ["FD-pixels", "FD-digits"], lat),
     ]
     return "\n".join(lines) + "\n"
 

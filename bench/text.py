@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from report import fit_and_test, side_by_side, write_section
+from report import fit_and_test, quality_tables, write_section
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "text.yaml"
 
@@ -51,13 +51,7 @@ def render(quality: dict, data: dict, seconds: float, steps: int) -> str:
         f"Reference, the real test windows ({data['samples']} of them) under the same evaluator: "
         f"gen_ppl {data['gen_ppl']:.2f}, entropy {data['entropy']:.3f}.",
         "",
-        *side_by_side(rows, "gen_ppl"),
-        "",
-        *side_by_side(rows, "entropy"),
-        "",
-        f"Latency of one sampling step at batch {lat['batch_size']} (median of 3 x 20 alternated runs):",
-        f"teacher {lat['teacher_step_ms']:.2f} ms, student {lat['student_step_ms']:.2f} ms, "
-        f"mixture overhead {100 * lat['student_overhead']:+.1f}%.",
+        *quality_tables(rows, ["gen_ppl", "entropy"], lat),
     ]
     return "\n".join(lines) + "\n"
 
