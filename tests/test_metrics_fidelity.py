@@ -10,7 +10,7 @@ from unittest import mock
 
 import pytest
 import torch
-from torch import nn
+from fake_extractors import PixelFeatures
 from torch.utils.data import Dataset
 
 from mixdistill.metrics import FidelityMetrics, tokens_to_uint8
@@ -135,19 +135,6 @@ def test_metrics_match_torch_fidelity_calculate_metrics(random_inception):
         len(m.real_inception_2048) == 1
         and len(m.fake_inception_2048) == len(m.fake_inception_logits_unbiased) == 0
     )
-
-
-class PixelFeatures(nn.Module):
-    """Stands in for torch-fidelity's extractors: the first two pixel values of channel 0 as features."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.features_list, self.calls = layers, 0
-
-    def forward(self, x):
-        self.calls += 1
-        f = x.float().flatten(1)[:, :2]  # (B, 2)
-        return tuple(f for _ in self.features_list)
 
 
 def prc_by_hand(fake: list, real: list, k: int) -> tuple[float, float]:

@@ -4,6 +4,7 @@ the split or the network changes, and refuses unreadable files."""
 
 import pytest
 import torch
+from fake_extractors import PixelFeatures
 from safetensors.torch import load_file
 from torch import nn
 
@@ -27,19 +28,6 @@ class CountingFeatures(nn.Module):
     def forward(self, x):
         self.calls.append(x.shape[0])
         return torch.tanh(self.linear(x.float()))  # (B, width)
-
-
-class PixelFeatures(nn.Module):
-    """Stands in for torch-fidelity's extractors: the first two pixel values as features; counts calls."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.features_list, self.calls = layers, 0
-
-    def forward(self, x):
-        self.calls += 1
-        f = x.float().flatten(1)[:, :2]  # (B, 2)
-        return tuple(f for _ in self.features_list)
 
 
 class RandomTokens(nn.Module):
