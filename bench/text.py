@@ -26,12 +26,7 @@ def data_row(cli) -> dict[str, float]:
     dm.setup("test")
     x0 = torch.cat([b["x0"] for b in dm.test_dataloader()])[: evaluation.num_samples]
     evaluation.use_decoder(dm.decode)
-    out = {}
-    for metric in evaluation.sample_metrics:
-        metric.reset()
-        metric.update(x0, real=False)
-        out[getattr(metric, "name", type(metric).__name__)] = float(metric.compute())
-    return out | {"samples": int(x0.shape[0])}
+    return evaluation.score(x0) | {"samples": int(x0.shape[0])}
 
 
 def render(quality: dict, data: dict, seconds: float, steps: int) -> str:

@@ -140,17 +140,23 @@ class QualityEvaluation(torch.nn.Module):
         self.finish_reference()
         if self.sample_metrics:
             samples, secs = self.generate(model, steps, teacher.num_classes, seed)
-            for m in self.sample_metrics:
-                m.reset()
-                m.to(samples.device).update(samples, real=False)
-                value = m.compute()  # a scalar, or a dict of them for multi-number metrics
-                named = value if isinstance(value, dict) else {metric_name(m): value}
-                row.update({k: float(v) for k, v in named.items()})
+            row.update(self.score(samples))
             row["sec_per_sample"] = secs / self.num_samples
             row["samples_per_sec"] = self.num_samples / max(secs, 1e-12)
         for em in self.exact_metrics:
             row.update(em(model, steps, teacher))
         return row
+
+    def score(self, samples: Tensor) -> dict[str, float]:
+        """Every sample metric on ``samples`` ``(N, *shape)`` against the reference, by name."""
+        scores: dict[str, float] = {}
+        for m in self.sample_metrics:
+            m.reset()
+            m.to(samples.device).update(samples, real=False)
+            value = m.compute()  # a scalar, or a dict of them for multi-number metrics
+            named = value if isinstance(value, dict) else {metric_name(m): value}
+            scores.update({k: float(v) for k, v in named.items()})
+        return scores
 
     def run(self, teacher: Teacher, student: Teacher) -> list[dict]:
         """All rows: the teacher's first, then the student's."""
