@@ -49,11 +49,16 @@ def export(checkpoint: str | Path, prefix: str, out: Path) -> Path:
     return out
 
 
-def digits_teacher(out: Path) -> Path:
-    """Train the quickstart teacher with the CLI and export its network."""
-    cli = cli_run(["fit", "--config", "configs/teacher_digits.yaml"])
+def train_teacher(config: str, out: Path) -> Path:
+    """``mixdistill fit --config config`` (a TeacherModule), then export the kept checkpoint's network."""
+    cli = cli_run(["fit", "--config", config])
     callback = cli.trainer.checkpoint_callback
     return export(callback.best_model_path or callback.last_model_path, "model.net.", out)
+
+
+def digits_teacher(out: Path) -> Path:
+    """Train the quickstart teacher with the CLI and export its network."""
+    return train_teacher("configs/teacher_digits.yaml", out)
 
 
 def digits_classifier(out: Path) -> Path:
@@ -87,9 +92,7 @@ def shakespeare_tokenizer(out: Path) -> Path:
 def shakespeare_teacher(out: Path) -> Path:
     """Train the text example's teacher with the CLI and export its network."""
     corpus_file(PLAYS)
-    cli = cli_run(["fit", "--config", "configs/teacher_text.yaml"])
-    callback = cli.trainer.checkpoint_callback
-    return export(callback.best_model_path or callback.last_model_path, "model.net.", out)
+    return train_teacher("configs/teacher_text.yaml", out)
 
 
 def shakespeare_evaluator(out: Path, steps: int = 1500) -> Path:
