@@ -3,7 +3,7 @@
 This is our own code, written from the prose description of the authors' training step
 (METHOD.md section 3 and the research notes, section 0): it reproduces the *structure* of their
 loss computation so that ``bench/loss_bench.py`` can compare time and peak memory against
-``mixdistill.losses`` on identical inputs. It is deliberately not efficient:
+``mixdistill.di4c.losses`` on identical inputs. It is deliberately not efficient:
 
 * the teacher's ``softmax`` and ``log_softmax`` are both materialised, and both are repeated
   ``M`` times (``repeat_interleave``) for the per-lambda distillation KL;

@@ -47,14 +47,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 from looped_reference import looped_reference_loss  # noqa: E402
 from report import DOC, write_section  # noqa: E402
 
-from mixdistill.categorical import sample_from_logits  # noqa: E402
-from mixdistill.fused_losses import di4c_loss_terms  # noqa: E402
-from mixdistill.losses import (  # noqa: E402
+from mixdistill.di4c.fused_losses import di4c_loss_terms  # noqa: E402
+from mixdistill.di4c.losses import (  # noqa: E402
     consistency_loss,
     data_loss,
     distillation_loss,
     mixture_log_marginal,
 )
+from mixdistill.sampling.categorical import sample_from_logits  # noqa: E402
 
 SECTION = "## Loss: batched vs looped research formulation"
 COMMAND = "python bench/loss_bench.py"
@@ -137,7 +137,7 @@ def composed_loss(
     x0: torch.Tensor,
     corr_weight: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same loss composed from the log-probability functions of ``mixdistill.losses``.
+    """The same loss composed from the log-probability functions of ``mixdistill.di4c.losses``.
 
     ``log_softmax``, then ``mixture_log_marginal``, ``distillation_loss``, ``consistency_loss`` and
     ``data_loss`` sharing one mixture marginal (the objective's composition before
@@ -305,7 +305,7 @@ def render(rows: list[dict], warmup: int, repeats: int) -> str:
         "* **looped reference**: `bench/looped_reference.py`, a port of the research code's formulation",
         "  (softmax and log_softmax both materialised, teacher repeated n times for the per-lambda KL,",
         "  a Python loop over the latent batch for the consistency correlation term);",
-        "* **di4c_loss_terms**: `mixdistill.fused_losses.di4c_loss_terms`, exactly as",
+        "* **di4c_loss_terms**: `mixdistill.di4c.fused_losses.di4c_loss_terms`, exactly as",
         "  `Di4CObjective.forward` calls it (one autograd function from the logits, in-place backward);",
         "* **log-prob functions composed**: `log_softmax` then `mixture_log_marginal`,",
         "  `distillation_loss`, `consistency_loss`, `data_loss` (the public per-term functions).",

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from report import fit_and_test, side_by_side, write_section
 
-from mixdistill.exact import sampler_distribution, total_variation
+from mixdistill.evaluation.exact import sampler_distribution, total_variation
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "synthetic.yaml"
 

@@ -13,11 +13,12 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from mixdistill.evaluation import QualityEvaluation, format_table, write_quality
+from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.evaluation.plot import quality_plot
+from mixdistill.evaluation.quality import QualityEvaluation, format_table, write_quality
 from mixdistill.generation import Generation, SampleWriter
-from mixdistill.objective import Di4CObjective
-from mixdistill.plot import quality_plot
-from mixdistill.student import AdditiveInjection, LatentInjection, MixtureStudent
+from mixdistill.injection import AdditiveInjection, LatentInjection
+from mixdistill.student import MixtureStudent
 from mixdistill.teachers.base import Teacher
 
 # The frozen teacher is in eval mode on purpose; Lightning's generic warning about it is noise here.

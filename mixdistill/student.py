@@ -10,131 +10,14 @@ from __future__ import annotations
 
 import copy
 import math
-from abc import ABC, abstractmethod
+from functools import partial
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from mixdistill.injection.base import LatentInjection
+from mixdistill.sampling.step_rule import StepContext
 from mixdistill.teachers.base import Teacher
-
-
-def sinusoidal_embedding(x: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
-    """Transformer-style sinusoidal features of ``x`` ``(...)`` -> ``(..., dim)`` (``dim`` even)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
-    args = x.float().unsqueeze(-1) * freqs
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-
-
-class LatentEmbedding(nn.Module):
-    """lambda ``(B, k)`` -> sinusoidal features of ``scale * lambda`` -> MLP -> ``(B, out_dim)``.
-
-    The last layer starts at zero, so the embedding is exactly 0 at initialisation.
-
-    Args:
-        out_dim: Width of the vector added to the backbone.
-        latent_dim: ``k``, the dimension of lambda (1 in every experiment of the paper).
-        freq_dim: Sinusoidal features per lambda coordinate (the paper: 128).
-        hidden: MLP width; defaults to ``out_dim``.
-        scale: Multiplier of lambda before the sinusoidal features (the paper: 1000).
-    """
-
-    def __init__(
-        self,
-        out_dim: int,
-        latent_dim: int = 1,
-        freq_dim: int = 128,
-        hidden: int | None = None,
-        scale: float = 1000.0,
-    ) -> None:
-        super().__init__()
-        hidden = hidden or out_dim
-        self.freq_dim, self.scale = freq_dim, scale
-        self.mlp = nn.Sequential(
-            nn.Linear(latent_dim * freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, out_dim)
-        )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
-
-    def forward(self, lam: Tensor) -> Tensor:
-        feats = sinusoidal_embedding(self.scale * lam, self.freq_dim)  # (B, k, freq_dim)
-        return self.mlp(feats.flatten(1))
-
-
-class LatentInjection(nn.Module, ABC):
-    """Where and how lambda enters a backbone."""
-
-    @abstractmethod
-    def attach(self, model: nn.Module, latent_dim: int) -> None:
-        """Install the injection into ``model`` (called once, on the student's own copy)."""
-
-    @abstractmethod
-    def set_latent(self, lam: Tensor | None) -> None:
-        """Use ``lam`` ``(B, k)`` for the next forward passes; ``None`` switches the injection off."""
-
-
-class AdditiveInjection(LatentInjection):
-    """Adds ``LatentEmbedding(lambda)`` to the output of one named submodule via a forward hook.
-
-    Works with any backbone: name its time/conditioning embedding (``(B, H)``) or its token
-    embedding (``(B, L, H)``). The output's batch axis must be the first one.
-
-    Args:
-        layer: Dotted name of the submodule inside the teacher, e.g. ``"net.time_embed"``.
-        width: Size of the output's channel axis; inferred for ``nn.Linear``/``nn.Embedding``.
-        channel_dim: Axis of the output that the embedding is added along (``-1``, or ``1`` for
-            ``(B, C, H, W)`` feature maps).
-        freq_dim: Sinusoidal features per lambda coordinate.
-        hidden: MLP width of the embedding; defaults to ``width``.
-    """
-
-    def __init__(
-        self,
-        layer: str,
-        width: int | None = None,
-        channel_dim: int = -1,
-        freq_dim: int = 128,
-        hidden: int | None = None,
-    ) -> None:
-        super().__init__()
-        self.layer, self.width, self.channel_dim = layer, width, channel_dim
-        self.freq_dim, self.hidden = freq_dim, hidden
-        self.embedding: LatentEmbedding | None = None
-        self._offset: Tensor | None = None
-
-    def attach(self, model: nn.Module, latent_dim: int) -> None:
-        try:
-            target = model.get_submodule(self.layer)
-        except AttributeError as err:
-            names = [n for n, _ in model.named_modules() if n][:20]
-            raise ValueError(
-                f"AdditiveInjection: layer='{self.layer}' is not a submodule of {type(model).__name__}; "
-                f"some available names: {names}"
-            ) from err
-        width = self.width or getattr(target, "out_features", None) or getattr(target, "embedding_dim", None)
-        if width is None:
-            raise ValueError(
-                f"AdditiveInjection: cannot infer the width of layer='{self.layer}' "
-                f"({type(target).__name__}); set width explicitly."
-            )
-        self.embedding = LatentEmbedding(width, latent_dim, self.freq_dim, self.hidden)
-        target.register_forward_hook(self._add)
-
-    def set_latent(self, lam: Tensor | None) -> None:
-        self._offset = None if lam is None else self.embedding(lam)  # (B, H)
-
-    def _add(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor:
-        if self._offset is None:
-            return output
-        if output.shape[0] != self._offset.shape[0]:
-            raise RuntimeError(
-                f"AdditiveInjection: layer '{self.layer}' produced batch {output.shape[0]} but lambda "
-                f"has batch {self._offset.shape[0]}; the layer's first axis must be the batch."
-            )
-        view = [1] * output.dim()
-        view[0] = output.shape[0]
-        view[self.channel_dim] = output.shape[self.channel_dim]
-        return output + self._offset.to(output.dtype).view(view)
 
 
 class MixtureStudent(Teacher):
@@ -158,7 +41,7 @@ class MixtureStudent(Teacher):
         latent_dim: int = 1,
         marginal_latents: int = 16,
     ) -> None:
-        super().__init__(base.process, base.shape, base.num_classes)
+        super().__init__(base.process, base.shape, base.num_classes, base.step_rule, base.guidance)
         if latent_dim < 1:
             raise ValueError(f"MixtureStudent: latent_dim={latent_dim} must be at least 1.")
         self.base, self.injection = base, injection
@@ -212,6 +95,20 @@ class MixtureStudent(Teacher):
         logp = self.denoise_latent(x_t, t, cond, lam).float().log_softmax(-1)
         return torch.logsumexp(logp, 1) - math.log(self.marginal_latents)
 
+    @property
+    def marginal_drives_step(self) -> bool:
+        # A mixture step samples one lambda and a joint x_0; the averaged marginal cannot drive it.
+        return False
+
+    def sampling_logits(
+        self, x_t: Tensor, t: Tensor, cond: Tensor | None = None, context: StepContext | None = None
+    ) -> Tensor:
+        """Logits ``(B, D, S)`` of one product component per example (one lambda each), guided with
+        the same lambda in the conditional and unconditional pass.
+        """
+        lam = self.sample_latent(x_t.shape[0], device=x_t.device)
+        return self._guided(partial(self.denoise, lam=lam), x_t, t, cond, context)
+
     def consistency_step(
         self,
         x_t: Tensor,
@@ -221,7 +118,12 @@ class MixtureStudent(Teacher):
         num_samples: int,
         logits: Tensor | None = None,
     ) -> Tensor:
-        """``n`` mixture steps per example, each with its own lambda (``logits`` are not reusable)."""
+        """``n`` mixture steps per example, each with its own lambda: ``(B, n, D)``."""
+        if logits is not None:
+            raise ValueError(
+                "MixtureStudent.consistency_step: logits cannot be reused for a mixture step (each of the "
+                "n steps draws its own lambda); call it without logits."
+            )
         rep = x_t.repeat_interleave(num_samples, 0)
         c = None if cond is None else cond.repeat_interleave(num_samples, 0)
         t_rep, s_rep = t.repeat_interleave(num_samples), s.repeat_interleave(num_samples)

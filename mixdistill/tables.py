@@ -10,7 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixdistill.exact import enumerate_states
+
+def enumerate_states(num_values: int, num_dims: int) -> Tensor:
+    """All ``num_values^num_dims`` vectors, row-major (the first dimension varies slowest): ``(N, D)``."""
+    grids = torch.meshgrid(*[torch.arange(num_values)] * num_dims, indexing="ij")
+    return torch.stack([g.reshape(-1) for g in grids], dim=1)
 
 
 class TableSpec(ABC):

@@ -11,13 +11,13 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from mixdistill.denoising import DenoisingLoss
+from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.di4c.times import SDTTTimes
 from mixdistill.module import DistillModule
 from mixdistill.nets.mlp import MLPDenoiserNet
-from mixdistill.objective import Di4CObjective
 from mixdistill.processes import MaskingProcess
 from mixdistill.teacher_module import TeacherModule
 from mixdistill.teachers.network import NetworkTeacher
-from mixdistill.times import SDTTTimes
 
 S, D, N, GLOBAL_BATCH = 3, 6, 64, 16
 

@@ -13,14 +13,14 @@ from mixdistill.callbacks import (
     TeacherStepSchedule,
 )
 from mixdistill.data import SyntheticData
+from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.di4c.times import MaskGITTimes, TauLDRTimes
 from mixdistill.module import DistillModule
 from mixdistill.nets.mlp import MLPDenoiserNet
-from mixdistill.objective import Di4CObjective
 from mixdistill.processes import MaskingProcess
 from mixdistill.student import MixtureStudent
 from mixdistill.tables import PrototypeTable
 from mixdistill.teachers.network import NetworkTeacher
-from mixdistill.times import MaskGITTimes, TauLDRTimes
 
 SPEC = PrototypeTable(vocab_size=3, num_dims=4, num_prototypes=2, temperature=0.3, seed=0)
 
@@ -134,7 +134,7 @@ def test_quality_monitor_logs_student_quality_for_checkpoint_selection():
     """Invariant: after a validation the student's FD at each evaluation step count is logged, and the
     test reference starts empty again (only test data feeds mixdistill test)."""
     from mixdistill.callbacks import QualityMonitor
-    from mixdistill.evaluation import QualityEvaluation
+    from mixdistill.evaluation.quality import QualityEvaluation
     from mixdistill.metrics import FrechetDistance
 
     m = module()
@@ -157,7 +157,7 @@ def test_quality_monitor_logs_student_quality_for_checkpoint_selection():
 def test_evaluation_during_training_leaves_the_global_random_state_alone():
     """Invariant: seeded evaluation (run after every validation by QualityMonitor) draws the same
     samples every time yet does not reset the training's random stream."""
-    from mixdistill.evaluation import QualityEvaluation
+    from mixdistill.evaluation.quality import QualityEvaluation
     from mixdistill.metrics import FrechetDistance
 
     m = module()
@@ -176,7 +176,7 @@ def test_quality_monitor_samples_with_another_seed_than_the_test():
     """Invariant: the monitor's numbers are those of the evaluation's seed + 1 (so checkpoint
     selection is not tuned to the samples mixdistill test reports), recomputed after the fit."""
     from mixdistill.callbacks import QualityMonitor
-    from mixdistill.evaluation import QualityEvaluation
+    from mixdistill.evaluation.quality import QualityEvaluation
     from mixdistill.metrics import FrechetDistance
 
     m = module()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mixdistill.categorical import NEG_INF, sample_from_logits, sample_from_probs
+from mixdistill.sampling.categorical import NEG_INF, sample_from_logits, sample_from_probs
 
 N = 40000
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from mixdistill.data import PrototypeTable, SyntheticData
-from mixdistill.exact import enumerate_states, joint_from_factors
+from mixdistill.evaluation.exact import joint_from_factors
+from mixdistill.tables import enumerate_states
 
 
 def all_samples(dm):
@@ -48,7 +49,7 @@ def test_samples_follow_the_table(tmp_path, suffix):
     assert dm.shape == (3,) and dm.vocab_size == 3 and dm.num_classes == 0
     x = all_samples(dm)
     assert x.shape == (n, 3) and x.dtype == torch.long
-    # Index of each sample in the row-major enumeration of mixdistill.exact.enumerate_states.
+    # Index of each sample in the row-major enumeration of mixdistill.evaluation.exact.enumerate_states.
     states = enumerate_states(3, 3)
     idx = (x[:, None] == states[None]).all(-1).float().argmax(1)
     counts = torch.bincount(idx, minlength=27).double()

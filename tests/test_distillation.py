@@ -2,15 +2,16 @@
 
 import torch
 
-from mixdistill.exact import enumerate_states, sampler_distribution, total_variation
+from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.di4c.times import MaskGITTimes
+from mixdistill.evaluation.exact import sampler_distribution, total_variation
+from mixdistill.injection import AdditiveInjection
 from mixdistill.nets.mlp import MLPDenoiserNet
-from mixdistill.objective import Di4CObjective
 from mixdistill.processes import MaskingProcess
-from mixdistill.student import AdditiveInjection, MixtureStudent
-from mixdistill.tables import PrototypeTable
+from mixdistill.student import MixtureStudent
+from mixdistill.tables import PrototypeTable, enumerate_states
 from mixdistill.teachers.exact import ExactTeacher
 from mixdistill.teachers.network import NetworkTeacher
-from mixdistill.times import MaskGITTimes
 
 
 def test_mixture_student_beats_product_sampler_at_few_steps():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mixdistill.exact import (
+from mixdistill.evaluation.exact import (
     MAX_EXACT_STATES,
     enumerate_states,
     joint_from_factors,
@@ -25,7 +25,8 @@ from mixdistill.processes import (
     MaskingProcess,
     UniformProcess,
 )
-from mixdistill.sampling import sample_chain, uniform_grid
+from mixdistill.sampling.grids import uniform_grid
+from mixdistill.sampling.loop import sample_chain
 from mixdistill.teachers.exact import ExactTeacher
 from mixdistill.teachers.network import NetworkTeacher
 

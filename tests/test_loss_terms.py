@@ -6,14 +6,14 @@ import itertools
 import pytest
 import torch
 
-from mixdistill.categorical import NEG_INF
-from mixdistill.fused_losses import di4c_loss_terms
-from mixdistill.losses import (
+from mixdistill.di4c.fused_losses import di4c_loss_terms
+from mixdistill.di4c.losses import (
     consistency_loss,
     data_loss,
     distillation_loss,
     mixture_log_marginal,
 )
+from mixdistill.sampling.categorical import NEG_INF
 
 B, N, D, S, M = 3, 4, 5, 6, 4
 

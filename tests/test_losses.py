@@ -17,9 +17,7 @@ import math
 import pytest
 import torch
 
-from mixdistill.categorical import NEG_INF
-from mixdistill.exact import enumerate_states
-from mixdistill.losses import (
+from mixdistill.di4c.losses import (
     component_log_prob,
     consistency_loss,
     correlation_term,
@@ -30,6 +28,8 @@ from mixdistill.losses import (
     mixture_log_marginal,
     mixture_log_prob,
 )
+from mixdistill.sampling.categorical import NEG_INF
+from mixdistill.tables import enumerate_states
 
 B, N, D, S, M = 3, 4, 3, 4, 5  # examples, latents, dimensions, values, targets (M != N on purpose)
 

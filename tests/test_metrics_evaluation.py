@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from mixdistill.data.tokenizer import train_byte_level_bpe
-from mixdistill.evaluation import QualityEvaluation
+from mixdistill.evaluation.quality import QualityEvaluation
 from mixdistill.metrics import (
     CausalLMEvaluator,
     GenerativePerplexity,

@@ -9,14 +9,15 @@ import pytest
 import torch
 from torch import Tensor
 
+from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TauLDRTimes, TimeDraw, TimeSampler
+from mixdistill.di4c.weights import ConstantWeight, LinearWeight, SigmoidWeight
+from mixdistill.injection import AdditiveInjection
 from mixdistill.nets.mlp import MLPDenoiserNet
-from mixdistill.objective import Di4CObjective
 from mixdistill.processes.masking import MaskingProcess
-from mixdistill.student import AdditiveInjection, MixtureStudent
+from mixdistill.student import MixtureStudent
 from mixdistill.teachers.exact import ExactTeacher
 from mixdistill.teachers.network import NetworkTeacher
-from mixdistill.times import MaskGITTimes, SDTTTimes, TauLDRTimes, TimeDraw, TimeSampler
-from mixdistill.weights import ConstantWeight, LinearWeight, SigmoidWeight
 
 D, S, BATCH, LATENTS = 3, 3, 32, 4
 SAMPLERS = {"tauldr": TauLDRTimes, "maskgit": MaskGITTimes, "sdtt": SDTTTimes}

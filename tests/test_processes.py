@@ -8,7 +8,7 @@ from functools import reduce
 import pytest
 import torch
 
-from mixdistill.exact import enumerate_states, joint_from_factors, step_factors
+from mixdistill.evaluation.exact import joint_from_factors, step_factors
 from mixdistill.processes import (
     ArccosSchedule,
     CosineSchedule,
@@ -20,6 +20,7 @@ from mixdistill.processes import (
     UniformProcess,
 )
 from mixdistill.processes.gaussian import gaussian_target_rate
+from mixdistill.tables import enumerate_states
 from mixdistill.teachers.exact import ExactTeacher
 
 SCHEDULES = {

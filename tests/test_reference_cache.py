@@ -8,9 +8,9 @@ from fake_extractors import PixelFeatures
 from safetensors.torch import load_file
 from torch import nn
 
-from mixdistill.evaluation import QualityEvaluation
+from mixdistill.evaluation.quality import QualityEvaluation
+from mixdistill.evaluation.reference_cache import ReferenceCache, ReferenceCacheError
 from mixdistill.metrics import FidelityMetrics, FrechetDistance, UnigramEntropy, frechet_distance
-from mixdistill.reference_cache import ReferenceCache, ReferenceCacheError
 
 TIMINGS = {"sec_per_sample", "samples_per_sec"}
 
@@ -201,13 +201,13 @@ def test_fit_with_monitor_then_test_twice_caches_val_and_test_splits(tmp_path):
 
     from mixdistill.callbacks import QualityMonitor
     from mixdistill.data import SyntheticData
+    from mixdistill.di4c.objective import Di4CObjective
+    from mixdistill.di4c.times import MaskGITTimes
     from mixdistill.module import DistillModule
     from mixdistill.nets.mlp import MLPDenoiserNet
-    from mixdistill.objective import Di4CObjective
     from mixdistill.processes import MaskingProcess
     from mixdistill.tables import PrototypeTable
     from mixdistill.teachers.network import NetworkTeacher
-    from mixdistill.times import MaskGITTimes
 
     torch.manual_seed(0)
     teacher = NetworkTeacher(MaskingProcess(3), (4,), MLPDenoiserNet(4, 4, 3, 32, 1))

@@ -9,10 +9,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from mixdistill.losses import distillation_loss
+from mixdistill.di4c.losses import distillation_loss
+from mixdistill.injection import AdditiveInjection, LatentEmbedding, LatentInjection
 from mixdistill.nets.mlp import MLPDenoiserNet
 from mixdistill.processes.masking import MaskingProcess
-from mixdistill.student import AdditiveInjection, LatentEmbedding, LatentInjection, MixtureStudent
+from mixdistill.student import MixtureStudent
 from mixdistill.teachers.base import Teacher
 from mixdistill.teachers.network import NetworkTeacher
 

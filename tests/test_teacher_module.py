@@ -8,10 +8,9 @@ import torch
 
 from mixdistill.data import SyntheticData
 from mixdistill.denoising import CrossEntropyDenoising, MaskedDiffusionELBO
-from mixdistill.exact import enumerate_states
 from mixdistill.nets.mlp import MLPDenoiserNet
 from mixdistill.processes import CosineSchedule, LinearSchedule, MaskingProcess, UniformProcess
-from mixdistill.tables import PrototypeTable
+from mixdistill.tables import PrototypeTable, enumerate_states
 from mixdistill.teacher_module import TeacherModule
 from mixdistill.teachers.exact import ExactTeacher
 from mixdistill.teachers.network import NetworkTeacher

@@ -80,7 +80,7 @@ class SyntheticData(TensorDataModule):
         flat = self.table.reshape(-1)
         g = torch.Generator().manual_seed(self.seed)
         index = torch.multinomial(flat, self.num_samples, replacement=True, generator=g)  # (N,)
-        # Row-major, the order of mixdistill.exact.enumerate_states (the table's flattening order).
+        # Row-major, the order of mixdistill.evaluation.exact.enumerate_states (the table's flattening order).
         x0 = torch.stack(torch.unravel_index(index, self.table.shape), dim=1)  # (N, D)
         return Arrays(x0.long())
 

@@ -21,7 +21,7 @@ from mixdistill.data.tokenizer import (
     tokenizer_files,
     train_byte_level_bpe,
 )
-from mixdistill.fingerprint import files_fingerprint
+from mixdistill.evaluation.fingerprint import files_fingerprint
 
 #: ``datasets`` builder for each file suffix.
 BUILDERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mixdistill.data.tokenizer import load_tokenizer, tokenizer_files
-from mixdistill.fingerprint import files_fingerprint, module_fingerprint
+from mixdistill.evaluation.fingerprint import files_fingerprint, module_fingerprint
 from mixdistill.metrics.checkpoint import load_frozen
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}

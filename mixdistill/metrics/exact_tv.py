@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mixdistill.exact import kl_divergence, sampler_distribution, total_variation
+from mixdistill.evaluation.exact import kl_divergence, sampler_distribution, total_variation
 from mixdistill.tables import load_table
 from mixdistill.teachers.base import Teacher
 

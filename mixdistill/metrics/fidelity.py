@@ -12,7 +12,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from mixdistill.fingerprint import canonical_sha256, file_fingerprint
+from mixdistill.evaluation.fingerprint import canonical_sha256, file_fingerprint
 
 #: Where torch-fidelity 0.4 downloads its Inception-v3 weights from (the same file, by its SHA-256
 #: prefix, as pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``).

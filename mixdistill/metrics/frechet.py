@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from mixdistill.fingerprint import canonical_sha256, module_fingerprint
+from mixdistill.evaluation.fingerprint import canonical_sha256, module_fingerprint
 
 #: The states ``update(x, real=True)`` accumulates: what a reference cache stores.
 REAL_STATES = ("real_sum", "real_outer", "real_n")

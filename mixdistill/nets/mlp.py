@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mixdistill.student import sinusoidal_embedding
+from mixdistill.nets.embeddings import sinusoidal_embedding
 
 
 class MLPDenoiserNet(nn.Module):

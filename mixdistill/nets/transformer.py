@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
+from mixdistill.nets.embeddings import TimeEmbedding
 from mixdistill.nets.rotary import RotaryBlock, rotary_tables
-from mixdistill.student import sinusoidal_embedding
-
-
-class TimeEmbedding(nn.Module):
-    """Sinusoidal features of ``1000 t`` -> MLP -> ``(B, out_features)``.
-
-    ``out_features`` lets ``AdditiveInjection`` infer its width when lambda is added here.
-    """
-
-    def __init__(self, out_features: int, features: int = 128) -> None:
-        super().__init__()
-        self.features, self.out_features = features, out_features
-        self.mlp = nn.Sequential(
-            nn.Linear(features, out_features), nn.SiLU(), nn.Linear(out_features, out_features)
-        )
-
-    def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sinusoidal_embedding(1000.0 * t, self.features))
 
 
 class TransformerDenoiserNet(nn.Module):
@@ -66,12 +50,20 @@ class TransformerDenoiserNet(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size)
+        # ExtraTokenInjection sets this (B, dim) token; it is appended without rotary position.
+        self.latent_token: Tensor | None = None
+        self.latent_width = dim
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         c = self.time_embed(t)  # (B, dim)
         if self.class_embed is not None and cond is not None:
             c = c + self.class_embed(cond)
         h = self.tokens(x_t) + c.unsqueeze(1)  # (B, D, dim)
+        cos, sin = self.rope_cos, self.rope_sin
+        if self.latent_token is not None:
+            h = torch.cat([h, self.latent_token.to(h.dtype).unsqueeze(1)], 1)  # (B, D + 1, dim)
+            cos = torch.cat([cos, cos.new_ones(1, cos.shape[1])])  # identity rotation: no position
+            sin = torch.cat([sin, sin.new_zeros(1, sin.shape[1])])
         for block in self.blocks:
-            h = block(h, self.rope_cos, self.rope_sin)
-        return self.head(self.norm(h))  # (B, D, S)
+            h = block(h, cos, sin)
+        return self.head(self.norm(h[:, : self.num_dims]))  # (B, D, S)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
-from mixdistill.categorical import NEG_INF, sample_from_probs
+from mixdistill.sampling.categorical import NEG_INF, sample_from_probs
 
 
 class ForwardProcess(nn.Module, ABC):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mixdistill.categorical import sample_from_probs
 from mixdistill.processes.base import ForwardProcess
 from mixdistill.processes.schedules import LinearSchedule, Schedule
+from mixdistill.sampling.categorical import sample_from_probs
 
 
 class UniformProcess(ForwardProcess):

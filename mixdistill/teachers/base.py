@@ -5,10 +5,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 
+import torch
 from torch import Tensor, nn
 
-from mixdistill.categorical import sample_from_logits
 from mixdistill.processes.base import ForwardProcess
+from mixdistill.sampling.guidance import ClassifierFreeGuidance
+from mixdistill.sampling.loop import sample_chain
+from mixdistill.sampling.step_rule import AncestralStep, StepContext, StepRule
 
 
 class Teacher(nn.Module, ABC):
@@ -23,16 +26,33 @@ class Teacher(nn.Module, ABC):
     Args:
         process: The forward process the model denoises.
         shape: Shape of one data example, e.g. ``(8, 8)`` for an image or ``(L,)`` for text.
-        num_classes: Number of class labels accepted as ``cond``; 0 for unconditional models.
+        num_classes: Number of class labels accepted as ``cond``; 0 for unconditional models. Label
+            ``num_classes`` is the "no class" label of classifier-free guidance.
+        step_rule: How a sampling step (and the Di4C consistency target) turns logits into the next
+            state; the ancestral product step by default.
+        guidance: Classifier-free guidance of the sampler (conditional models only).
     """
 
-    def __init__(self, process: ForwardProcess, shape: tuple[int, ...], num_classes: int = 0) -> None:
+    def __init__(
+        self,
+        process: ForwardProcess,
+        shape: tuple[int, ...],
+        num_classes: int = 0,
+        step_rule: StepRule | None = None,
+        guidance: ClassifierFreeGuidance | None = None,
+    ) -> None:
         super().__init__()
         if not shape or any(int(n) < 1 for n in shape):
             raise ValueError(f"{type(self).__name__}: shape={shape} must be a non-empty tuple of sizes >= 1.")
         self.process = process
         self.shape = tuple(int(n) for n in shape)
         self.num_classes = num_classes
+        if guidance is not None and num_classes < 1:
+            raise ValueError(
+                f"{type(self).__name__}: guidance needs a conditional model, but num_classes={num_classes}."
+            )
+        self.step_rule = step_rule if step_rule is not None else AncestralStep()
+        self.guidance = guidance
         self.frozen = False
 
     def freeze(self) -> Teacher:
@@ -72,27 +92,40 @@ class Teacher(nn.Module, ABC):
         """Per-dimension log-probabilities ``(B, D, S)`` in float32."""
         return self.denoise(x_t, t, cond).float().log_softmax(-1)
 
-    def step_from_logits(
-        self, x_t: Tensor, logits: Tensor, t: Tensor, s: Tensor, num_samples: int | None = None
-    ) -> Tensor:
-        """Product step ``t -> s`` from already computed logits: x0 per dimension, then posterior.
-
-        Args:
-            x_t: Current state ``(B, D)``.
-            logits: Denoiser logits at ``x_t`` ``(B, D, S)``.
-            t: Current times ``(B,)``.
-            s: Target times ``(B,)``.
-            num_samples: ``None`` for one next state ``(B, D)``; else ``n`` independent next states
-                ``(B, n, D)`` drawn from the same logits without recomputing them.
+    @property
+    def marginal_drives_step(self) -> bool:
+        """Whether ``consistency_step`` may reuse the logits of ``log_marginal`` (a product teacher
+        without guidance: its step input is exactly its per-dimension marginal).
         """
-        n = 1 if num_samples is None else num_samples
-        x0 = sample_from_logits(logits, n).permute(0, 2, 1)  # (B, n, D)
-        rep = x_t.unsqueeze(1).expand_as(x0).reshape(-1, x_t.shape[1])
-        x_s = self.process.posterior_sample(
-            rep, x0.reshape_as(rep), t.repeat_interleave(n), s.repeat_interleave(n)
-        )
-        x_s = x_s.view(x_t.shape[0], n, -1)
-        return x_s[:, 0] if num_samples is None else x_s
+        return self.guidance is None
+
+    def sampling_logits(
+        self, x_t: Tensor, t: Tensor, cond: Tensor | None = None, context: StepContext | None = None
+    ) -> Tensor:
+        """The logits a sampling step uses ``(B, D, S)``: ``denoise``, guided when ``guidance`` is set."""
+        return self._guided(self.denoise, x_t, t, cond, context)
+
+    def _guided(self, denoise, x_t: Tensor, t: Tensor, cond: Tensor | None, context) -> Tensor:
+        logits = denoise(x_t, t, cond)
+        if self.guidance is None or cond is None:
+            return logits
+        null = torch.full_like(cond, self.num_classes)  # the "no class" label
+        return self.guidance.combine(logits, denoise(x_t, t, null), context)
+
+    def step_from_logits(
+        self,
+        x_t: Tensor,
+        logits: Tensor,
+        t: Tensor,
+        s: Tensor,
+        num_samples: int | None = None,
+        context: StepContext | None = None,
+    ) -> Tensor:
+        """One step ``t -> s`` of ``step_rule`` from already computed logits ``(B, D, S)``.
+
+        Returns ``(B, D)``, or ``n`` independent next states ``(B, n, D)`` when ``num_samples`` is set.
+        """
+        return self.step_rule.step(self.process, x_t, logits, t, s, num_samples, context)
 
     def consistency_step(
         self,
@@ -105,21 +138,31 @@ class Teacher(nn.Module, ABC):
     ) -> Tensor:
         """``num_samples`` independent teacher steps ``t -> s`` per example: ``(B, n, D)``.
 
-        ``logits`` (``(B, D, S)``), when the caller already has them at ``x_t``, avoid a second
-        network call; subclasses whose step is not a product step override this.
+        ``logits`` (``(B, D, S)`` at ``x_t``) avoid a second network call; they are accepted only
+        where ``marginal_drives_step`` holds, and anything else is an error, not ignored.
         """
         if logits is None:
-            logits = self.denoise(x_t, t, cond)
+            logits = self.sampling_logits(x_t, t, cond)
+        elif not self.marginal_drives_step:
+            raise ValueError(
+                f"{type(self).__name__}.consistency_step: logits were given, but this teacher's step does "
+                "not use its per-dimension marginal (guidance or a mixture); call it without logits."
+            )
         return self.step_from_logits(x_t, logits, t, s, num_samples)
 
-    def step(self, x_t: Tensor, t: Tensor, s: Tensor, cond: Tensor | None = None) -> Tensor:
+    def step(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        s: Tensor,
+        cond: Tensor | None = None,
+        context: StepContext | None = None,
+    ) -> Tensor:
         """One sampling step ``t -> s``: ``(B, D)``."""
-        return self.step_from_logits(x_t, self.denoise(x_t, t, cond), t, s)
+        return self.step_from_logits(x_t, self.sampling_logits(x_t, t, cond, context), t, s, context=context)
 
     def sample(
         self, num_samples: int, steps: int, cond: Tensor | None = None, grid: Tensor | None = None
     ) -> Tensor:
         """Draw ``num_samples`` samples ``(B, *shape)`` with ``steps`` steps (see ``sample_chain``)."""
-        from mixdistill.sampling import sample_chain
-
         return sample_chain(self, num_samples, steps, cond, grid=grid)

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mixdistill.categorical import NEG_INF
-from mixdistill.exact import enumerate_states
 from mixdistill.processes.base import ForwardProcess
-from mixdistill.tables import TableSpec, load_table, validate_table
+from mixdistill.sampling.categorical import NEG_INF
+from mixdistill.sampling.step_rule import StepRule
+from mixdistill.tables import TableSpec, enumerate_states, load_table, validate_table
 from mixdistill.teachers.base import Teacher
 
 #: Log-likelihood floor for impossible (x_0, x_t) pairs. For ``x_t`` that the data can produce it
@@ -30,14 +30,19 @@ class ExactTeacher(Teacher):
         table: Probabilities of shape ``(S,) * D`` summing to 1: a ``.npy``/``.pt`` path, a
             ``TableSpec`` (e.g. ``PrototypeTable``) or a tensor.
         max_states: Largest ``S^D`` accepted.
+        step_rule: The sampler's step rule (the ancestral product step by default).
     """
 
     def __init__(
-        self, process: ForwardProcess, table: str | TableSpec | Tensor, max_states: int = 1 << 20
+        self,
+        process: ForwardProcess,
+        table: str | TableSpec | Tensor,
+        max_states: int = 1 << 20,
+        step_rule: StepRule | None = None,
     ) -> None:
         probs = load_table(table)
         validate_table(probs, process.vocab_size, max_states)
-        super().__init__(process, (probs.dim(),))
+        super().__init__(process, (probs.dim(),), step_rule=step_rule)
         states = enumerate_states(process.vocab_size, probs.dim())  # (N, D)
         flat = probs.reshape(-1)
         support = flat > 0

@@ -9,6 +9,8 @@ from torch import Tensor, nn
 
 from mixdistill.assets import resolve_asset
 from mixdistill.processes.base import ForwardProcess
+from mixdistill.sampling.guidance import ClassifierFreeGuidance
+from mixdistill.sampling.step_rule import StepRule
 from mixdistill.teachers.base import Teacher
 
 
@@ -37,6 +39,8 @@ class NetworkTeacher(Teacher):
         prefix: Key prefix to strip from the checkpoint (e.g. ``"net."``).
         num_classes: Number of class labels the network accepts as ``cond``.
         latent_layer: Submodule where a student adds its lambda embedding by default.
+        step_rule: The sampler's step rule (the ancestral product step by default).
+        guidance: Classifier-free guidance of the sampler (needs ``num_classes``).
     """
 
     def __init__(
@@ -48,8 +52,10 @@ class NetworkTeacher(Teacher):
         prefix: str = "",
         num_classes: int = 0,
         latent_layer: str | None = "net.time_embed",
+        step_rule: StepRule | None = None,
+        guidance: ClassifierFreeGuidance | None = None,
     ) -> None:
-        super().__init__(process, shape, num_classes)
+        super().__init__(process, shape, num_classes, step_rule, guidance)
         self.net, self.latent_layer = net, latent_layer
         if checkpoint is not None:
             state = load_state_dict(checkpoint)

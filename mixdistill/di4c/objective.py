@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mixdistill.categorical import sample_from_logits
-from mixdistill.fused_losses import di4c_loss_terms
-from mixdistill.losses import mixture_log_marginal
+from mixdistill.di4c.fused_losses import di4c_loss_terms
+from mixdistill.di4c.losses import mixture_log_marginal
+from mixdistill.di4c.times import SDTTTimes, TimeDraw, TimeSampler
+from mixdistill.di4c.weights import CorrelationWeight, SigmoidWeight
+from mixdistill.sampling.categorical import sample_from_logits
 from mixdistill.student import MixtureStudent
 from mixdistill.teachers.base import Teacher
-from mixdistill.times import SDTTTimes, TimeDraw, TimeSampler
-from mixdistill.weights import CorrelationWeight, SigmoidWeight
 
 
 class Di4CObjective(nn.Module):
@@ -73,7 +73,8 @@ class Di4CObjective(nn.Module):
         of those student distributions ``(b, D, S)``.
         """
         n = self.latents
-        x_u = teacher.consistency_step(x_t, draw.t, draw.u, cond, n, logits=teacher_logp)  # (b, n, D)
+        reuse = teacher_logp if teacher.marginal_drives_step else None
+        x_u = teacher.consistency_step(x_t, draw.t, draw.u, cond, n, logits=reuse)  # (b, n, D)
         b = x_u.shape[0]
         rep_cond = None if cond is None else cond.repeat_interleave(n, 0)
         lam = student.sample_latent(b * n, device=x_t.device)

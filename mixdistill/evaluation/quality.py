@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from mixdistill.latency import mixture_overhead
+from mixdistill.evaluation.latency import mixture_overhead
+from mixdistill.evaluation.reference_cache import ReferenceCache, ReferenceStatistics, ReferenceStream
 from mixdistill.metrics.exact_tv import ExactDivergence
-from mixdistill.reference_cache import ReferenceCache, ReferenceStatistics, ReferenceStream
 from mixdistill.sampling import seeded
 from mixdistill.teachers.base import Teacher
 

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from mixdistill.fingerprint import canonical_sha256, update_with_tensor
+from mixdistill.evaluation.fingerprint import canonical_sha256, update_with_tensor
 
 #: Bumped whenever the key fields or the file layout change, so that old files are never read.
 FORMAT_VERSION = 1

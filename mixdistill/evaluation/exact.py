@@ -15,19 +15,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from mixdistill.sampling import uniform_grid
+from mixdistill.sampling.grids import uniform_grid
+from mixdistill.tables import enumerate_states
 
 if TYPE_CHECKING:
     from mixdistill.teachers.base import Teacher
 
 #: Largest number of noisy states ``K^D`` that ``sampler_distribution`` enumerates.
 MAX_EXACT_STATES = 1 << 15
-
-
-def enumerate_states(num_values: int, num_dims: int) -> Tensor:
-    """All ``num_values^num_dims`` vectors, row-major (the first dimension varies slowest): ``(N, D)``."""
-    grids = torch.meshgrid(*[torch.arange(num_values)] * num_dims, indexing="ij")
-    return torch.stack([g.reshape(-1) for g in grids], dim=1)
 
 
 def joint_from_factors(per_dim: Tensor) -> Tensor:

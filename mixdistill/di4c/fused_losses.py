@@ -1,6 +1,6 @@
 """The three Di4C losses in one autograd function from the logits: the fast path of Di4CObjective.
 
-It computes exactly what the per-term functions of ``mixdistill.losses`` compute (tested to 1e-10 in
+It computes exactly what the per-term functions of ``mixdistill.di4c.losses`` compute (tested to 1e-10 in
 float64, gradients included, in tests/test_loss_terms.py) but keeps nothing of shape ``(B, n, D, S)``
 between forward and backward and builds the gradient in place, which halves peak memory and time
 against composing the per-term functions (docs/benchmarks.md). The per-term functions remain the
@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from mixdistill.losses import marginal_kl
+from mixdistill.di4c.losses import marginal_kl
 
 
 class _Di4CTerms(torch.autograd.Function):
