@@ -1,6 +1,10 @@
-"""The Di4C objective: losses, the fused loss, time gating presets and alpha(t) weights."""
+"""The Di4C objective: losses, the fused loss, time gating presets and alpha(t) weights; the SDTT
+baseline objective.
+"""
 
+from mixdistill.di4c.base import Objective
 from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.di4c.sdtt import SDTTObjective
 from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TauLDRTimes, TimeDraw, TimeSampler
 from mixdistill.di4c.weights import CorrelationWeight, SigmoidWeight
 
@@ -8,6 +12,8 @@ __all__ = [
     "CorrelationWeight",
     "Di4CObjective",
     "MaskGITTimes",
+    "Objective",
+    "SDTTObjective",
     "SDTTTimes",
     "SigmoidWeight",
     "TauLDRTimes",

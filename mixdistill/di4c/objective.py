@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from mixdistill.di4c.base import Objective
 from mixdistill.di4c.fused_losses import di4c_loss_terms
 from mixdistill.di4c.losses import mixture_log_marginal
 from mixdistill.di4c.times import SDTTTimes, TimeDraw, TimeSampler
@@ -14,7 +15,7 @@ from mixdistill.student import MixtureStudent
 from mixdistill.teachers.base import Teacher
 
 
-class Di4CObjective(nn.Module):
+class Di4CObjective(Objective):
     """``mean_b [w_distil L_distil + w_consis L_consis + w_data L_data]`` (METHOD.md, section 3).
 
     The teacher runs once per input: its log-probabilities at ``x_t`` serve the data loss, the

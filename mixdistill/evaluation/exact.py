@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mixdistill.sampling.grids import uniform_grid
+from mixdistill.sampling.hybrid import HybridSampler
 from mixdistill.tables import enumerate_states
 
 if TYPE_CHECKING:
@@ -82,12 +83,17 @@ def propagate(
 
 @torch.no_grad()
 def sampler_distribution(
-    model: Teacher, steps: int, grid: Tensor | None = None, nodes: int = 1024, device: str | None = None
+    model: Teacher | HybridSampler,
+    steps: int,
+    grid: Tensor | None = None,
+    nodes: int = 1024,
+    device: str | None = None,
 ) -> Tensor:
     """Exact distribution ``(S^D,)`` (row-major over data vectors) of the ``steps``-step sampler.
 
     Args:
-        model: A teacher (product steps) or ``MixtureStudent`` (lambda by midpoint quadrature).
+        model: A teacher (product steps), a ``MixtureStudent`` (lambda by midpoint quadrature), or a
+            ``HybridSampler`` (each step by its own model).
         steps: Number of sampling steps.
         grid: Custom decreasing times ``(steps + 1,)``; defaults to ``uniform_grid(steps)``.
         nodes: Quadrature nodes per lambda coordinate (students only).
@@ -106,8 +112,9 @@ def sampler_distribution(
     prior = prior / prior.sum()  # a float32 prior (e.g. 1/3 each) sums to 1 only to ~1e-7
     dist = joint_from_factors(prior.expand(1, D, K))[0]
     grid = uniform_grid(steps) if grid is None else grid
-    for t, s in zip(grid[:-1].tolist(), grid[1:].tolist(), strict=True):
-        dist = propagate(model, dist, states, t, s, nodes)
+    models = model.step_models(steps) if isinstance(model, HybridSampler) else [model] * steps
+    for step_model, t, s in zip(models, grid[:-1].tolist(), grid[1:].tolist(), strict=True):
+        dist = propagate(step_model, dist, states, t, s, nodes)
     is_data = (states < S).all(1)
     leftover = float(dist[~is_data].sum())
     if leftover > 1e-9:

@@ -15,6 +15,7 @@ from mixdistill.evaluation.latency import mixture_overhead
 from mixdistill.evaluation.reference_cache import ReferenceCache, ReferenceStatistics, ReferenceStream
 from mixdistill.metrics.exact_tv import ExactDivergence
 from mixdistill.sampling import seeded
+from mixdistill.sampling.hybrid import HybridSampler
 from mixdistill.teachers.base import Teacher
 
 
@@ -38,6 +39,8 @@ class QualityEvaluation(torch.nn.Module):
         reference_cache: Where to cache the real-side statistics of the metrics that support it
             (``FrechetDistance``, ``FidelityMetrics``), keyed by a hash of the reference data and the
             feature network; ``None`` computes them on every run.
+        hybrid_steps: ``[steps, k]`` pairs of hybrid rows (model ``"hybrid_k<k>"``): a ``steps``-step
+            chain whose first ``k`` steps are the student's and the rest the teacher's (a baseline).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class QualityEvaluation(torch.nn.Module):
         primary_metric: str | None = None,
         latency_batch: int = 0,
         reference_cache: ReferenceCache | None = None,
+        hybrid_steps: list[tuple[int, int]] | None = None,
     ) -> None:
         super().__init__()
         self.teacher_steps = teacher_steps or [2, 4, 8, 16]
@@ -64,6 +68,11 @@ class QualityEvaluation(torch.nn.Module):
                 f"QualityEvaluation: num_samples={num_samples}, batch_size={batch_size} must be >= 1."
             )
         self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.hybrid_steps = [(int(n), int(k)) for n, k in hybrid_steps or []]
+        if any(not 0 <= k <= n or n < 1 for n, k in self.hybrid_steps):
+            raise ValueError(
+                f"QualityEvaluation: hybrid_steps={hybrid_steps} needs [steps, k], 0 <= k <= steps."
+            )
         self.latency_batch = latency_batch
         self.latency: dict[str, float] = {}
         self.sample_metrics = torch.nn.ModuleList(sample_metrics or [])
@@ -122,7 +131,7 @@ class QualityEvaluation(torch.nn.Module):
 
     @torch.no_grad()
     def generate(
-        self, model: Teacher, steps: int, cond_classes: int = 0, seed: int | None = None
+        self, model: Teacher | HybridSampler, steps: int, cond_classes: int = 0, seed: int | None = None
     ) -> tuple[Tensor, float]:
         """``num_samples`` samples and the seconds spent, seeded by ``seed`` (default: ``self.seed``)."""
         gen_device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -134,7 +143,9 @@ class QualityEvaluation(torch.nn.Module):
                 out.append(model.sample(b, steps, cond))
         return torch.cat(out), time.perf_counter() - start
 
-    def row(self, name: str, model: Teacher, steps: int, teacher: Teacher, seed: int | None = None) -> dict:
+    def row(
+        self, name: str, model: Teacher | HybridSampler, steps: int, teacher: Teacher, seed: int | None = None
+    ) -> dict:
         """Evaluate one (model, steps) pair; ``seed`` overrides ``self.seed`` for its samples."""
         row: dict = {"model": name, "steps": steps}
         self.finish_reference()
@@ -159,9 +170,13 @@ class QualityEvaluation(torch.nn.Module):
         return scores
 
     def run(self, teacher: Teacher, student: Teacher) -> list[dict]:
-        """All rows: the teacher's first, then the student's."""
+        """All rows: the teacher's first, then the student's, then the hybrid ones."""
         rows = [self.row("teacher", teacher, s, teacher) for s in self.teacher_steps]
         rows += [self.row("student", student, s, teacher) for s in self.student_steps]
+        for steps, k in self.hybrid_steps:  # one model name per k: one curve, distinct logged keys
+            name = f"hybrid_k{k}"
+            row = self.row(name, HybridSampler(student, teacher, k), steps, teacher)
+            rows.append({"model": name, "steps": steps, "student_steps": k} | row)
         if self.latency_batch:
             self.latency = mixture_overhead(teacher, student, self.latency_batch)
         return rows

@@ -22,6 +22,8 @@ class AdditiveInjection(LatentInjection):
         hidden: MLP width of the embedding; defaults to ``width``.
     """
 
+    exact_at_init = True  # the embedding's last layer starts at zero: output + 0 is the output
+
     def __init__(
         self,
         layer: str,

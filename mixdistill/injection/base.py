@@ -47,6 +47,10 @@ class LatentEmbedding(nn.Module):
 class LatentInjection(nn.Module, ABC):
     """Where and how lambda enters a backbone."""
 
+    #: Whether a student built with this injection computes exactly its teacher's function at
+    #: initialisation (``mixdistill.testing.check_teacher`` then requires a zero difference).
+    exact_at_init: bool = False
+
     @abstractmethod
     def attach(self, model: nn.Module, latent_dim: int) -> None:
         """Install the injection into ``model`` (called once, on the student's own copy)."""

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from mixdistill.sampling.grids import uniform_grid
 from mixdistill.sampling.step_rule import StepContext
 
 if TYPE_CHECKING:  # the sampler needs only the Teacher protocol; importing it would be a cycle
@@ -46,7 +45,8 @@ def sample_chain(
         steps: Number of steps.
         cond: Class labels ``(B,)`` for conditional models.
         device: Where to sample; defaults to the model's device.
-        grid: Custom decreasing times ``(steps + 1,)``; defaults to ``uniform_grid(steps)``.
+        grid: Custom decreasing times ``(steps + 1,)``; defaults to ``model.step_rule.grid(steps)``
+            (uniform unless the rule says otherwise).
         calls: Counter of network rows computed and reused, updated in place.
 
     Returns:
@@ -54,26 +54,56 @@ def sample_chain(
     """
     if device is None:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    grid = uniform_grid(steps) if grid is None else grid
+    grid = model.step_rule.grid(steps) if grid is None else grid
+    check_grid(grid, steps)
+    x = model.process.prior((num_samples, model.num_dims), device=device)
+    return run_steps(model, x, grid, cond, calls=calls).view(num_samples, *model.shape)
+
+
+def check_grid(grid: Tensor, steps: int) -> None:
+    """Raise unless ``grid`` holds ``steps + 1`` strictly decreasing times."""
     if grid.dim() != 1 or grid.numel() != steps + 1:
         raise ValueError(f"grid must have steps + 1 = {steps + 1} times; got shape {tuple(grid.shape)}.")
     if bool((grid[1:] >= grid[:-1]).any()):
         raise ValueError(f"grid must decrease strictly from noise to data; got {grid.tolist()}.")
+
+
+@torch.no_grad()
+def run_steps(
+    model: Teacher,
+    x: Tensor,
+    grid: Tensor,
+    cond: Tensor | None = None,
+    first: int = 0,
+    total: int | None = None,
+    calls: CallCount | None = None,
+) -> Tensor:
+    """The steps ``grid[0] -> grid[1] -> ...`` of a chain from the states ``x`` ``(B, D)``: ``(B, D)``.
+
+    Args:
+        model: Any ``Teacher``.
+        x: States at ``grid[0]``.
+        grid: Decreasing times of these steps (a slice of the chain's grid).
+        cond: Class labels ``(B,)`` for conditional models.
+        first: Index of the first of these steps in the whole chain (for ``StepContext``).
+        total: Number of steps of the whole chain; defaults to ``first + len(grid) - 1``.
+        calls: Counter of network rows computed and reused, updated in place.
+    """
     calls = calls if calls is not None else CallCount()
-    x = model.process.prior((num_samples, model.num_dims), device=device)
-    ones = torch.ones(num_samples, device=device)
+    total = first + grid.numel() - 1 if total is None else total
+    ones = torch.ones(x.shape[0], device=x.device)
     reuse = model.step_rule.reuses_unchanged_logits
     logits, seen = None, None
     for i, (t, s) in enumerate(zip(grid[:-1].tolist(), grid[1:].tolist(), strict=True)):
-        ctx = StepContext(i, steps)
+        ctx = StepContext(first + i, total)
         if reuse and logits is not None:
             logits = _refresh(model, logits, x, seen, t * ones, cond, ctx, calls)
         else:
             logits = model.sampling_logits(x, t * ones, cond, ctx)
-            calls.computed += num_samples
+            calls.computed += x.shape[0]
         seen = x
         x = model.step_from_logits(x, logits, t * ones, s * ones, context=ctx)
-    return x.view(num_samples, *model.shape)
+    return x
 
 
 def _refresh(
