@@ -3,6 +3,7 @@
 from mixdistill.injection.additive import AdditiveInjection
 from mixdistill.injection.base import LatentEmbedding, LatentInjection
 from mixdistill.injection.extra_token import ExtraTokenInjection, LatentTokenBackbone
+from mixdistill.injection.resblock import ResBlockInjection
 
 __all__ = [
     "AdditiveInjection",
@@ -10,4 +11,5 @@ __all__ = [
     "LatentEmbedding",
     "LatentInjection",
     "LatentTokenBackbone",
+    "ResBlockInjection",
 ]

@@ -81,6 +81,11 @@ class GaussianRateProcess(ForwardProcess):
         """``F(t) = time_base (time_exponential^t - 1)``."""
         return self.time_base * torch.expm1(t.double() * math.log(self.time_exponential))
 
+    def rate_matrix(self, t: Tensor) -> Tensor:
+        """Rate ``F'(t) R`` at times ``t``: ``(*t.shape, K, K)`` float32 (for tau-leaping samplers)."""
+        beta = math.log(self.time_exponential) * (self.integrated_rate(t) + self.time_base)
+        return (beta.unsqueeze(-1).unsqueeze(-1) * self.rate).float()
+
     def _expm(self, amount: Tensor) -> Tensor:
         """``expm(amount R)`` for a tensor of amounts: ``(*amount.shape, K, K)`` float32."""
         decay = torch.exp(amount.double().unsqueeze(-1) * self.evals)  # (..., K)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from mixdistill.processes.base import ForwardProcess
 from mixdistill.sampling.categorical import sample_from_logits
+from mixdistill.sampling.grids import uniform_grid
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,10 @@ class StepRule(ABC):
     #: Whether a sampler may reuse the logits of a row whose state did not change since the last
     #: network call (exact when the denoiser ignores time, as MDLM's does).
     reuses_unchanged_logits: bool = False
+
+    def grid(self, steps: int) -> Tensor:
+        """Times ``(steps + 1,)`` of a ``steps``-step chain when the caller gives none (uniform)."""
+        return uniform_grid(steps)
 
     @abstractmethod
     def step(
@@ -92,8 +97,9 @@ class CachedAncestralStep(AncestralStep):
     those at the old one.
 
     Args:
-        argmax_last: Take the most likely value instead of a sample in the final step (``s = 0``),
-            as MDLM's final noise-removal step does.
+        argmax_last: Take the most likely value instead of a sample in the final step (``s = 0``).
+            MDLM's and SDTT's samplers sample that step too (down to ``t = 1e-5``) and take the
+            argmax only for the tokens still masked there, so they match ``argmax_last=False``.
     """
 
     reuses_unchanged_logits = True
