@@ -47,6 +47,10 @@ def load_tokenizer(path: str) -> Tokenizer:
     tok = Tokenizer(models.BPE.from_file(str(files[0]), str(files[1])))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    # vocab.json lists GPT-2's "<|endoftext|>" as a plain entry; registered as special (same id),
+    # it is matched whole in text instead of being split into bytes, as in GPT-2's own tokenizer.
+    specials = [t for t in tok.get_vocab() if t.startswith("<|") and t.endswith("|>")]
+    tok.add_special_tokens(sorted(specials))
     return tok
 
 
