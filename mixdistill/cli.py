@@ -29,17 +29,48 @@ class MixDistillCLI(LightningCLI):
                 cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         return trainer
 
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_argument(
+            "--allow_untrained",
+            type=bool,
+            default=False,
+            help="test/validate/predict without --ckpt_path, on the untrained student (fit ignores it).",
+        )
+
     def before_fit(self) -> None:
-        ckpt = self.config_init[self.subcommand].get("ckpt_path")
-        if ckpt == "last":
-            found = [
-                cb for cb in self.trainer.checkpoint_callbacks if cb._find_last_checkpoints(self.trainer)
-            ]
-            if not found:
-                raise FileNotFoundError(
-                    f"--ckpt_path last: no last.ckpt under {self.trainer.default_root_dir}/checkpoints; "
-                    f"start without --ckpt_path, or give a checkpoint file."
-                )
+        self._check_last()
+
+    def before_validate(self) -> None:
+        self._check_trained()
+
+    def before_test(self) -> None:
+        self._check_trained()
+
+    def before_predict(self) -> None:
+        self._check_trained()
+
+    def _check_trained(self) -> None:
+        """Refuse to report on an untrained student unless asked to: a table from random or copied
+        weights looks exactly like a real one.
+        """
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") is None and not config.get("allow_untrained"):
+            raise ValueError(
+                f"mixdistill {self.subcommand}: no --ckpt_path given, so the student would be the untrained "
+                "copy of the teacher; pass --ckpt_path <root>/checkpoints/last.ckpt (or best.ckpt), or "
+                "--allow_untrained true to evaluate it on purpose."
+            )
+        self._check_last()
+
+    def _check_last(self) -> None:
+        if self.config_init[self.subcommand].get("ckpt_path") != "last":
+            return
+        found = [cb for cb in self.trainer.checkpoint_callbacks if cb._find_last_checkpoints(self.trainer)]
+        if not found:
+            raise FileNotFoundError(
+                f"--ckpt_path last: no last.ckpt under {self.trainer.default_root_dir}/checkpoints; "
+                f"train first (mixdistill fit), or give a checkpoint file."
+            )
 
 
 def run(args: list[str] | None = None, **cli_kwargs: Any) -> MixDistillCLI:

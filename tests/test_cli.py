@@ -108,6 +108,23 @@ def test_resume_without_a_checkpoint_is_an_error(tmp_path):
         main(["fit", *tiny_synthetic(tmp_path, 2), "--ckpt_path=last"])
 
 
+@pytest.mark.parametrize("command", ["test", "validate", "predict"])
+def test_reporting_without_a_checkpoint_is_an_error(tmp_path, command):
+    """Invariant: test/validate/predict without --ckpt_path, or with 'last' when there is none, fail
+    before any sample is drawn (an untrained student's table would look real); nothing is written."""
+    with pytest.raises(ValueError, match="--allow_untrained"):
+        main([command, *tiny_synthetic(tmp_path, 2)])
+    with pytest.raises(FileNotFoundError, match="no last.ckpt"):
+        main([command, *tiny_synthetic(tmp_path, 2), "--ckpt_path=last"])
+    assert not list(tmp_path.rglob("quality.json"))
+
+
+def test_allow_untrained_evaluates_the_copied_student(tmp_path):
+    """Invariant: --allow_untrained true is the explicit way to score the untrained student."""
+    main(["test", *tiny_synthetic(tmp_path, 2), "--allow_untrained=true"])
+    assert {r["model"] for r in quality(tmp_path)["rows"]} == {"teacher", "student"}
+
+
 def test_bf16_mixed_precision_runs(tmp_path):
     """Invariant: --trainer.precision bf16-mixed trains with finite losses on the CPU."""
     cli = main(["fit", *tiny_synthetic(tmp_path, 3), "--trainer.precision=bf16-mixed"])
