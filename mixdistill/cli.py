@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
+import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+
+from mixdistill.checkpoint_io import install_safe_checkpoint_io
+from mixdistill.cli_errors import unwrap_instantiation_error
+from mixdistill.cli_names import import_configurable_classes
+from mixdistill.run_folder import RunFolderInUseError, check_fresh_run_folder, clear_checkpoints
+from mixdistill.safe_load import UnsafeCheckpointError, safe_torch_load
 
 
 class MixDistillCLI(LightningCLI):
@@ -20,14 +28,41 @@ class MixDistillCLI(LightningCLI):
 
     Checkpoints without an explicit ``dirpath`` go to ``<default_root_dir>/checkpoints`` rather than
     into each run's version folder, so ``--ckpt_path last`` finds the previous run's ``last.ckpt``.
+    They are written atomically and read with ``weights_only=True`` (``SafeCheckpointIO``); ``fit``
+    refuses a folder that already holds another run's checkpoints unless resuming or ``--overwrite``.
     """
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        import_configurable_classes()  # so that short class names resolve: --model.help DistillModule
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except Exception as err:
+            short = unwrap_instantiation_error(err)
+            if short is None:
+                raise
+            raise short from None
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+        install_safe_checkpoint_io(trainer)
         return trainer
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads --ckpt_path here first (for hyper-parameters): a refused file is one line.
+        try:
+            super()._parse_ckpt_path()
+        except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError):
+            try:
+                safe_torch_load(self.config[self.config.subcommand].ckpt_path)
+            except ValueError as err:  # UnsafeCheckpointError, or a truncated file
+                raise type(err)(f"--ckpt_path: {err}") from None
+            raise
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         parser.add_argument(
@@ -36,9 +71,30 @@ class MixDistillCLI(LightningCLI):
             default=False,
             help="test/validate/predict without --ckpt_path, on the untrained student (fit ignores it).",
         )
+        parser.add_argument(
+            "--overwrite",
+            type=bool,
+            default=False,
+            help="fit (without --ckpt_path) into a default_root_dir whose checkpoints/ holds another run's "
+            "checkpoints: delete those *.ckpt files first; without it, fit refuses that folder.",
+        )
 
     def before_fit(self) -> None:
+        self._check_weights_only()
+        config = self.config_init[self.subcommand]
+        if config.get("ckpt_path") is None:  # a new run, not a resumed one: the folder must be its own
+            if config.get("overwrite"):
+                clear_checkpoints(self.trainer)
+            else:
+                check_fresh_run_folder(self.trainer)
         self._check_last()
+
+    def _check_weights_only(self) -> None:
+        if self.config_init[self.subcommand].get("weights_only") is False:
+            raise ValueError(
+                "--weights_only false: mixdistill never executes code from checkpoints and always reads "
+                "them with weights_only=True; drop the setting."
+            )
 
     def before_validate(self) -> None:
         self._check_trained()
@@ -53,6 +109,7 @@ class MixDistillCLI(LightningCLI):
         """Refuse to report on an untrained student unless asked to: a table from random or copied
         weights looks exactly like a real one.
         """
+        self._check_weights_only()
         config = self.config_init[self.subcommand]
         if config.get("ckpt_path") is None and not config.get("allow_untrained"):
             raise ValueError(
@@ -73,14 +130,17 @@ class MixDistillCLI(LightningCLI):
             )
 
 
-def run(args: list[str] | None = None, **cli_kwargs: Any) -> MixDistillCLI:
+def run(
+    args: list[str] | None = None, *, cli_class: type[MixDistillCLI] | None = None, **cli_kwargs: Any
+) -> MixDistillCLI:
     """Run the CLI from Python (as ``mixdistill ARGS`` would) and return it, trainer and model included.
 
     Args:
         args: Command-line arguments (``sys.argv[1:]`` when None).
+        cli_class: A subclass of ``MixDistillCLI`` to run instead (e.g. one that only parses).
         **cli_kwargs: Extra ``LightningCLI`` arguments, e.g. ``trainer_defaults``.
     """
-    return MixDistillCLI(
+    return (cli_class or MixDistillCLI)(
         L.LightningModule,
         L.LightningDataModule,
         subclass_mode_model=True,
@@ -96,8 +156,14 @@ def run(args: list[str] | None = None, **cli_kwargs: Any) -> MixDistillCLI:
 
 
 def main() -> None:
-    """Entry point of the ``mixdistill`` console script (returns nothing, so the exit status is 0)."""
-    run()
+    """Entry point of the ``mixdistill`` console script (returns nothing, so the exit status is 0).
+
+    A refused checkpoint or a run folder in use ends the command with its one-line message (exit 1).
+    """
+    try:
+        run()
+    except (UnsafeCheckpointError, RunFolderInUseError) as err:
+        sys.exit(f"mixdistill: error: {err}")
 
 
 if __name__ == "__main__":

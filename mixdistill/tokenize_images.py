@@ -102,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     for name in ("encode", "decode"):
         s = sub.add_parser(name)
         s.add_argument("--checkpoint", help="taming VQGAN checkpoint (last.ckpt); omitted: random weights")
-        s.add_argument("--allow-pickle", action="store_true", help="read a trusted checkpoint unsafely")
+        s.add_argument("--allow-pickle", action="store_true", help="read pickles inertly (no code runs)")
         s.add_argument("--sizes", default="{}", help="VQGANSizes overrides as JSON, e.g. '{\"ch\": 64}'")
         s.add_argument("--batch-size", type=int, default=32)
         s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

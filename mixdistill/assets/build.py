@@ -51,7 +51,7 @@ def export(checkpoint: str | Path, prefix: str, out: Path) -> Path:
 
 def train_teacher(config: str, out: Path) -> Path:
     """``mixdistill fit --config config`` (a TeacherModule), then export the kept checkpoint's network."""
-    cli = cli_run(["fit", "--config", config])
+    cli = cli_run(["fit", "--config", config, "--overwrite=true"])  # a rebuild retrains into the same folder
     callback = cli.trainer.checkpoint_callback
     return export(callback.best_model_path or callback.last_model_path, "model.net.", out)
 

@@ -16,6 +16,8 @@ from torch import Tensor, nn
 
 from mixdistill.assets import resolve_asset
 from mixdistill.nets.vqgan_layers import Decoder, Encoder, VQGANSizes
+from mixdistill.safe_load import named_global
+from mixdistill.teachers.mdlm_checkpoint import inert_load
 
 #: Prefix of the training-loss modules inside a taming checkpoint; they are not part of the model.
 LOSS_PREFIX = "loss."
@@ -54,9 +56,10 @@ class VQModel(nn.Module):
         sizes: The architecture (MaskGIT's ImageNet f16 VQGAN by default).
         checkpoint: A taming Lightning checkpoint (``last.ckpt``) whose ``state_dict`` holds the model;
             ``None`` keeps random weights.
-        allow_pickle: Read the checkpoint with ``weights_only=False``. Lightning checkpoints can hold
-            arbitrary pickled objects (hyper-parameters, callbacks), which the safe reader refuses;
-            enable only for files you trust.
+        allow_pickle: Read a checkpoint that pickles objects besides tensors (taming's Lightning
+            checkpoints hold hyper-parameters and callbacks, which ``weights_only=True`` refuses) with
+            the inert reader of :mod:`mixdistill.teachers.mdlm_checkpoint`: those objects become
+            placeholders and none of their code runs.
     """
 
     def __init__(
@@ -107,12 +110,13 @@ def read_taming_state(path: str | Path, allow_pickle: bool = False) -> dict[str,
     if not file.is_file():
         raise FileNotFoundError(f"VQModel: checkpoint='{file}' does not exist.")
     try:
-        obj = torch.load(file, map_location="cpu", weights_only=not allow_pickle)
+        obj = inert_load(file) if allow_pickle else torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise ValueError(
-            f"VQModel: checkpoint='{file}' holds pickled objects that weights_only=True refuses "
-            f"({str(err).splitlines()[0]}); pass allow_pickle=True (--allow-pickle) if you trust the file."
-        ) from err
+            f"VQModel: checkpoint='{file}' holds pickled objects that weights_only=True refuses"
+            f"{named_global(err)}; pass allow_pickle=True (--allow-pickle) to read its tensors with the "
+            "inert reader, which runs no code from the file."
+        ) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("state_dict"), dict):
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(f"VQModel: checkpoint='{file}' has no 'state_dict' entry (found {found}).")

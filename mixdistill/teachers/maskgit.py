@@ -12,6 +12,7 @@ from mixdistill.assets import resolve_asset
 from mixdistill.nets.maskgit_vit import MaskGITSizes, MaskGITTransformer
 from mixdistill.processes.masking import MaskingProcess
 from mixdistill.processes.schedules import ArccosSchedule
+from mixdistill.safe_load import named_global
 from mixdistill.sampling.confidence import ConfidenceUnmasking
 from mixdistill.sampling.guidance import ClassifierFreeGuidance
 from mixdistill.sampling.step_rule import StepRule
@@ -36,8 +37,8 @@ def read_maskgit_state(path: str | Path) -> dict[str, Tensor]:
     except pickle.UnpicklingError as err:
         raise ValueError(
             f"MaskGITTeacher: checkpoint='{file}' holds objects other than tensors and plain containers, "
-            f"so it cannot be read safely (weights_only=True): {str(err).splitlines()[0]}"
-        ) from err
+            f"so it cannot be read safely (weights_only=True){named_global(err)}."
+        ) from None
     if not isinstance(obj, dict) or STATE_KEY not in obj:
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ValueError(

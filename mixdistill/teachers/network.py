@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from mixdistill.assets import resolve_asset
 from mixdistill.processes.base import ForwardProcess
+from mixdistill.safe_load import safe_torch_load
 from mixdistill.sampling.guidance import ClassifierFreeGuidance
 from mixdistill.sampling.step_rule import StepRule
 from mixdistill.teachers.base import Teacher
@@ -23,7 +23,7 @@ def load_state_dict(path: str | Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = safe_torch_load(path)  # weights_only=True: a file that pickles code is refused, naming it
     return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
 
 

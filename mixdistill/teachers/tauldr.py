@@ -17,6 +17,7 @@ from torch import Tensor
 from mixdistill.assets import resolve_asset
 from mixdistill.nets.tauldr_unet import TauLDRUNet, truncated_logistic_logits
 from mixdistill.processes.gaussian import GaussianRateProcess
+from mixdistill.safe_load import named_global
 from mixdistill.sampling.step_rule import StepRule
 from mixdistill.sampling.tau_leaping import TauLeapingStep
 from mixdistill.teachers.base import Teacher
@@ -37,10 +38,13 @@ def read_tauldr_checkpoint(path: str | Path) -> dict:
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        detail = (
+            named_global(err) if isinstance(err, pickle.UnpicklingError) else f": {str(err).split('. ')[0]}"
+        )
         raise ValueError(
             f"TauLDRTeacher: checkpoint='{file}' is not a tensor-only torch file (it cannot be read with "
-            f"weights_only=True, which never runs code): {str(err).splitlines()[0]}"
-        ) from err
+            f"weights_only=True, which never runs code){detail}"
+        ) from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict):
         raise ValueError(
