@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from mixdistill.cli import MixDistillCLI, run
+from mixdistill.evaluation.headline import can_headline, headline_lines
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 TITLE = "# Benchmarks\n\nEach section is written by the script it names; rerun it to refresh the figures.\n"
@@ -58,11 +59,21 @@ def side_by_side(rows: list[dict], metric: str) -> list[str]:
     return lines
 
 
-def quality_tables(rows: list[dict], metrics: list[str], latency: dict) -> list[str]:
+def quality_tables(
+    rows: list[dict], metrics: list[str], latency: dict, higher_is_better: bool = False
+) -> list[str]:
     """One side-by-side table per metric, then the per-step latency sentence of ``quality.json``'s meta."""
     lines: list[str] = []
     for metric in metrics:
         lines += [*side_by_side(rows, metric), ""]
+    if can_headline(rows):
+        lines += [
+            f"Headline: the student at N steps against the teacher at the steps of equal {metrics[0]} "
+            "(interpolated in log steps and log metric; a bound where outside the teacher's range):",
+            "",
+            *headline_lines(rows, metrics[0], higher_is_better),
+            "",
+        ]
     return [
         *lines,
         f"Latency of one sampling step at batch {latency['batch_size']} (median of 3 x 20 alternated runs):",
