@@ -179,6 +179,34 @@ def test_injection_infers_embedding_width():
     assert inj.embedding.mlp[-1].out_features == 6 and inj.embedding.mlp[0].in_features == 16
 
 
+@pytest.mark.parametrize(
+    ("layer", "width"),
+    [
+        (nn.Sequential(nn.Linear(4, 7), nn.SiLU(), nn.Dropout(0.1)), 7),  # the digits/text time MLPs
+        (nn.Sequential(nn.Conv2d(1, 5, 3), nn.GroupNorm(1, 5), nn.SiLU()), 5),
+        (nn.Sequential(nn.Linear(4, 9), nn.LayerNorm(9)), 9),
+        (nn.Conv2d(2, 3, 1), 3),
+    ],
+)
+def test_injection_infers_the_output_width_of_sequentials_and_convolutions(layer, width):
+    """Invariant: the inferred width is the output size of the last sized layer (activations and
+    dropout keep it), and adding the embedding then runs on the layer's real output."""
+    model = nn.Module()
+    model.layer = layer
+    inj = AdditiveInjection("layer", channel_dim=1 if isinstance(layer, nn.Conv2d) or width == 5 else -1)
+    inj.attach(model, 1)
+    assert inj.embedding.mlp[-1].out_features == width
+    inj.set_latent(torch.rand(2, 1))
+    x = (
+        torch.randn(2, 1, 4, 4)
+        if width == 5
+        else torch.randn(2, 2, 3, 3)
+        if width == 3
+        else torch.randn(2, 4)
+    )
+    assert model.layer(x).shape[inj.channel_dim] == width
+
+
 class _ConvNet(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()

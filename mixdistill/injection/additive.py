@@ -6,6 +6,23 @@ from torch import Tensor, nn
 
 from mixdistill.injection.base import LatentEmbedding, LatentInjection
 
+#: Attributes that give a layer's output width, in the order they are tried.
+WIDTH_ATTRIBUTES = ("out_features", "embedding_dim", "out_channels", "num_features", "num_channels")
+
+
+def output_width(module: nn.Module) -> int | None:
+    """Output channel width of ``module``: from its own size attribute, or, for a ``Sequential``,
+    from the last child that has one (activations and dropout keep the width); None if unknown.
+    """
+    for name in WIDTH_ATTRIBUTES:
+        if isinstance(getattr(module, name, None), int):
+            return getattr(module, name)
+    if isinstance(module, nn.LayerNorm):
+        return int(module.normalized_shape[-1])
+    if isinstance(module, nn.Sequential):
+        return next((w for w in map(output_width, reversed(module)) if w is not None), None)
+    return None
+
 
 class AdditiveInjection(LatentInjection):
     """Adds ``LatentEmbedding(lambda)`` to the output of one named submodule via a forward hook.
@@ -15,7 +32,8 @@ class AdditiveInjection(LatentInjection):
 
     Args:
         layer: Dotted name of the submodule inside the teacher, e.g. ``"net.time_embed"``.
-        width: Size of the output's channel axis; inferred for ``nn.Linear``/``nn.Embedding``.
+        width: Size of the output's channel axis; inferred for linear, embedding, convolution and
+            normalisation layers and for a ``Sequential`` ending in one (see ``output_width``).
         channel_dim: Axis of the output that the embedding is added along (``-1``, or ``1`` for
             ``(B, C, H, W)`` feature maps).
         freq_dim: Sinusoidal features per lambda coordinate.
@@ -47,11 +65,11 @@ class AdditiveInjection(LatentInjection):
                 f"AdditiveInjection: layer='{self.layer}' is not a submodule of {type(model).__name__}; "
                 f"some available names: {names}"
             ) from err
-        width = self.width or getattr(target, "out_features", None) or getattr(target, "embedding_dim", None)
+        width = self.width or output_width(target)
         if width is None:
             raise ValueError(
-                f"AdditiveInjection: cannot infer the width of layer='{self.layer}' "
-                f"({type(target).__name__}); set width explicitly."
+                f"AdditiveInjection: cannot infer the output width of layer='{self.layer}' "
+                f"({type(target).__name__}); set width: N (its output size along channel_dim)."
             )
         self.embedding = LatentEmbedding(width, latent_dim, self.freq_dim, self.hidden)
         target.register_forward_hook(self._add)
