@@ -100,6 +100,57 @@ class PrototypeTable(TableSpec):
         return table.reshape((self.vocab_size,) * self.num_dims)
 
 
+class ChecksumTable(TableSpec):
+    """Tokens ``x^1..x^{D-1}`` from a base table, and a checksum ``x^D = (x^1 + ... + x^{D-1}) mod S``.
+
+    The last token is a deterministic function of all the others, so every lower-order statistic of
+    the table (each token alone, any ``D - 1`` tokens with a uniform base) is uninformative about it:
+    the hardest kind of correlation for a product sampler, and a parity-like target for a network.
+
+    Args:
+        vocab_size: Number of values per dimension ``S``.
+        num_dims: Number of dimensions ``D`` (at least 2), the checksum included.
+        base: Distribution of the first ``D - 1`` tokens, of shape ``(S,) * (D - 1)`` (e.g. a
+            ``PrototypeTable``); uniform when None.
+        max_states: Largest ``S^D`` built.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 3,
+        num_dims: int = 4,
+        base: TableSpec | None = None,
+        max_states: int = 1 << 20,
+    ) -> None:
+        if vocab_size < 2:
+            raise ValueError(f"ChecksumTable: vocab_size={vocab_size} must be >= 2.")
+        if num_dims < 2:
+            raise ValueError(f"ChecksumTable: num_dims={num_dims} must be >= 2 (data tokens + checksum).")
+        if vocab_size**num_dims > max_states:
+            raise ValueError(
+                f"ChecksumTable: S^D = {vocab_size}^{num_dims} = {vocab_size**num_dims} states exceed "
+                f"max_states={max_states}; lower vocab_size or num_dims, or raise max_states."
+            )
+        self.vocab_size, self.num_dims, self.base = vocab_size, num_dims, base
+
+    def make(self) -> Tensor:
+        S, D = self.vocab_size, self.num_dims
+        if self.base is None:
+            base = torch.full((S,) * (D - 1), float(S) ** (1 - D), dtype=torch.float64)
+        else:
+            base = self.base.make()
+            if tuple(base.shape) != (S,) * (D - 1):
+                raise ValueError(
+                    f"ChecksumTable: base has shape {tuple(base.shape)}; it must be (vocab_size,) * "
+                    f"(num_dims - 1) = {(S,) * (D - 1)}, one axis per token before the checksum."
+                )
+        states = enumerate_states(S, D - 1)  # (S^(D-1), D-1), row-major like base.reshape(-1)
+        check = states.sum(1) % S  # (S^(D-1),)
+        table = torch.zeros(S ** (D - 1), S, dtype=torch.float64)
+        table[torch.arange(S ** (D - 1)), check] = base.reshape(-1)
+        return table.reshape((S,) * D)
+
+
 def load_table(table: str | Path | Tensor | np.ndarray | TableSpec) -> Tensor:
     """A probability table from a tensor, a ``TableSpec`` or a ``.npy``/``.pt`` file, as float64."""
     if isinstance(table, TableSpec):
@@ -117,20 +168,40 @@ def load_table(table: str | Path | Tensor | np.ndarray | TableSpec) -> Tensor:
     return torch.as_tensor(table).double()
 
 
-def validate_table(table: Tensor, vocab_size: int, max_states: int) -> None:
-    """Raise a clear error unless ``table`` is a probability table over ``S^D``."""
+def validate_table(table: Tensor, vocab_size: int, max_states: int, name: str = "table") -> None:
+    """Raise a clear error unless ``table`` is a probability table over ``S^D``.
+
+    Args:
+        table: The candidate table.
+        vocab_size: The ``S`` every axis must have.
+        max_states: Largest ``S^D`` accepted.
+        name: The setting the table came from, named in the errors (e.g. ``"table='my.npy'"``).
+    """
     if table.dim() < 1 or any(n != vocab_size for n in table.shape):
         raise ValueError(
-            f"table has shape {tuple(table.shape)}; every axis must have the process's "
+            f"{name} has shape {tuple(table.shape)}; every axis must have the process's "
             f"vocab_size={vocab_size} entries (one axis per dimension)."
         )
     if table.numel() > max_states:
         raise ValueError(
-            f"table has S^D = {table.numel()} states, more than max_states={max_states} that can be "
-            f"enumerated; use a smaller S or D, or raise max_states."
+            f"{name} has S^D = {vocab_size}^{table.dim()} = {table.numel()} states, more than "
+            f"max_states={max_states} that can be enumerated; use a smaller S or D, or raise max_states."
         )
-    if bool((table < 0).any()) or not torch.isfinite(table).all():
-        raise ValueError("table has negative or non-finite entries; it must be a probability table.")
-    total = float(table.sum())
+    flat = table.reshape(-1)
+    bad = ~torch.isfinite(flat)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in torch.unravel_index(bad.nonzero()[0, 0], table.shape))
+        raise ValueError(
+            f"{name} has {int(bad.sum())} NaN or infinite entries (the first at index {first}); "
+            f"a probability table must be finite: fix those entries and renormalise."
+        )
+    if bool((flat < 0).any()):
+        low = int(flat.argmin())
+        first = tuple(int(i) for i in torch.unravel_index(torch.tensor(low), table.shape))
+        raise ValueError(
+            f"{name} has {int((flat < 0).sum())} negative entries (the smallest, {float(flat[low]):.3g}, "
+            f"at index {first}); probabilities must be >= 0: clip them (table.clip(min=0)) and renormalise."
+        )
+    total = float(flat.sum())
     if abs(total - 1.0) > 1e-6:
-        raise ValueError(f"table sums to {total:.8f}, not 1; normalise it (table / table.sum()).")
+        raise ValueError(f"{name} sums to {total:.8f}, not 1; normalise it (table / table.sum()).")

@@ -84,3 +84,45 @@ def test_errors(tmp_path):
         PrototypeTable(temperature=0)
     with pytest.raises(ValueError, match="max_states=100"):
         PrototypeTable(vocab_size=4, num_dims=4, max_states=100)
+
+
+@pytest.mark.parametrize(
+    "base", [None, PrototypeTable(vocab_size=3, num_dims=2, seed=1)], ids=["uniform", "proto"]
+)
+def test_checksum_table_formula(base):
+    """Invariant: ChecksumTable puts base(x^1..x^{D-1}) on x^D = sum mod S and 0 elsewhere."""
+    from mixdistill.tables import ChecksumTable
+
+    table = ChecksumTable(vocab_size=3, num_dims=3, base=base).make()
+    assert table.shape == (3, 3, 3) and float(table.sum()) == pytest.approx(1.0, abs=1e-12)
+    ref = torch.full((3, 3), 1 / 9, dtype=torch.float64) if base is None else base.make()
+    for a, b, c in enumerate_states(3, 3).tolist():
+        assert float(table[a, b, c]) == pytest.approx(float(ref[a, b]) if c == (a + b) % 3 else 0.0)
+    # Function-like: every pair of tokens is independent under the uniform base, yet x^3 is determined.
+    if base is None:
+        assert torch.allclose(table.sum(0), torch.full((3, 3), 1 / 9, dtype=torch.float64))
+
+
+def test_checksum_table_errors():
+    from mixdistill.tables import ChecksumTable
+
+    with pytest.raises(ValueError, match=r"base has shape \(3, 3\); it must be .* \(3, 3, 3\)"):
+        ChecksumTable(vocab_size=3, num_dims=4, base=PrototypeTable(vocab_size=3, num_dims=2)).make()
+    with pytest.raises(ValueError, match="num_dims=1 must be >= 2"):
+        ChecksumTable(num_dims=1)
+
+
+def test_table_errors_name_the_setting_and_the_value():
+    from mixdistill.tables import validate_table
+
+    bad = torch.full((2, 2), 0.25, dtype=torch.float64)
+    bad[1, 0] = float("nan")
+    with pytest.raises(
+        ValueError, match=r"^t.npy has 1 NaN or infinite entries \(the first at index \(1, 0\)\)"
+    ):
+        validate_table(bad, 2, 100, "t.npy")
+    bad[1, 0] = -0.5
+    with pytest.raises(ValueError, match=r"1 negative entries \(the smallest, -0.5, at index \(1, 0\)\)"):
+        validate_table(bad, 2, 100, "t.npy")
+    with pytest.raises(ValueError, match=r"S\^D = 2\^2 = 4 states, more than max_states=3"):
+        validate_table(bad, 2, 3, "t.npy")

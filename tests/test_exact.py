@@ -235,7 +235,7 @@ def test_exact_teacher_pins_unmasked_tokens():
     [
         (torch.full((2, 2), 0.3), {}, ValueError, "sums to"),
         (torch.tensor([[0.75, -0.25], [0.25, 0.25]]), {}, ValueError, "negative"),
-        (torch.tensor([[0.5, float("nan")], [0.25, 0.25]]), {}, ValueError, "non-finite"),
+        (torch.tensor([[0.5, float("nan")], [0.25, 0.25]]), {}, ValueError, "1 NaN or infinite entries"),
         (torch.full((3, 3), 1 / 9), {}, ValueError, "vocab_size=2"),
         (torch.full((2, 3), 1 / 6), {}, ValueError, "vocab_size=2"),
         (torch.tensor(1.0), {}, ValueError, "vocab_size"),

@@ -64,7 +64,7 @@ class SyntheticData(TensorDataModule):
             table = src.make() if isinstance(src, TableSpec) else load_table(src)
             if table.dim() < 1 or table.shape[0] < 1:
                 raise ValueError(f"{self.source}: table shape {tuple(table.shape)}; expected (S,) * D.")
-            validate_table(table, table.shape[0], self.max_states)
+            validate_table(table, table.shape[0], self.max_states, self.source)
             self._table = table
         return self._table
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -25,8 +27,13 @@ class ExactTeacher(Teacher):
     ``p(x_0 | x_t) ∝ pi(x_0) prod_d q_{t|0}(x_t^d | x_0^d)`` is summed over the support of ``pi``
     (the table's non-zero entries) and marginalised per dimension.
 
+    The table sets the sizes: ``process`` may be given without its vocabulary (in YAML, a
+    ``class_path`` without ``vocab_size``) and is then built for the table's ``S``, so that one
+    ``table`` setting sizes the teacher, and through it the student (``FreshNetwork``).
+
     Args:
-        process: Forward process; its ``vocab_size`` is ``S``.
+        process: Forward process over the table's ``S`` values, or a factory ``vocab_size -> process``
+            called with ``S``.
         table: Probabilities of shape ``(S,) * D`` summing to 1: a ``.npy``/``.pt`` path, a
             ``TableSpec`` (e.g. ``PrototypeTable``) or a tensor.
         max_states: Largest ``S^D`` accepted.
@@ -35,13 +42,17 @@ class ExactTeacher(Teacher):
 
     def __init__(
         self,
-        process: ForwardProcess,
+        process: ForwardProcess | Callable[[int], ForwardProcess],
         table: str | TableSpec | Tensor,
         max_states: int = 1 << 20,
         step_rule: StepRule | None = None,
     ) -> None:
         probs = load_table(table)
-        validate_table(probs, process.vocab_size, max_states)
+        name = f"ExactTeacher: table='{table}'" if isinstance(table, str) else "ExactTeacher: table"
+        if not isinstance(process, ForwardProcess):  # a factory: the table gives the vocabulary
+            validate_table(probs, probs.shape[0] if probs.dim() else 0, max_states, name)
+            process = process(probs.shape[0])
+        validate_table(probs, process.vocab_size, max_states, name)
         super().__init__(process, (probs.dim(),), step_rule=step_rule)
         states = enumerate_states(process.vocab_size, probs.dim())  # (N, D)
         flat = probs.reshape(-1)
