@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import lightning as L
@@ -13,7 +14,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
+from mixdistill.di4c.base import Objective
 from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.evaluation.headline import can_headline, headline
 from mixdistill.evaluation.plot import quality_plot
 from mixdistill.evaluation.quality import QualityEvaluation, format_table, write_quality
 from mixdistill.generation import Generation, SampleWriter
@@ -45,6 +48,20 @@ def check_data_matches(model: Teacher, datamodule: Any, role: str) -> None:
         )
 
 
+def check_finite(terms: dict[str, torch.Tensor], prefix: str, step: int) -> None:
+    """Stop the run at a non-finite loss, naming the step and the terms, before the optimizer (or a
+    checkpoint) sees it; the last checkpoint written stays the last good one.
+    """
+    if bool(torch.isfinite(terms["loss"])):
+        return
+    bad = [k for k, v in terms.items() if k != "loss" and not bool(torch.isfinite(v).all())]
+    raise FloatingPointError(
+        f"{prefix} loss is not finite at global step {step}: term(s) {bad or ['loss']} "
+        f"({', '.join(f'{k}={float(v):.4g}' for k, v in terms.items())}). The last saved checkpoint is "
+        "unaffected; lower the learning rate, or use bf16-mixed rather than 16-mixed precision."
+    )
+
+
 def optimizers_for(
     params: Any,
     optimizer: OptimizerCallable,
@@ -70,12 +87,14 @@ class DistillModule(L.LightningModule):
 
     Args:
         teacher: The frozen teacher (``class_path``/``init_args`` in YAML).
-        objective: The Di4C objective (times/gating, alpha(t), latent batch size, control variates).
+        objective: The training objective: ``Di4CObjective`` by default (times/gating, alpha(t), latent
+            batch size, control variates), or a baseline such as ``SDTTObjective``.
         injection: How lambda enters the student's copy of the teacher; defaults to adding it at the
             teacher's ``latent_layer``.
         latent_dim: ``k``, the dimension of lambda.
-        student_base: A backbone to train from scratch instead of a copy of the teacher.
-        optimizer: Optimizer over the student's parameters.
+        student_base: A backbone to train from scratch instead of a copy of the teacher, or a
+            factory ``teacher -> backbone`` (e.g. ``FreshNetwork``) that sizes it from the teacher.
+        optimizer: Optimizer over the student's parameters (AdamW with its defaults when unset).
         lr_scheduler: Optional learning-rate scheduler.
         lr_interval: Step the scheduler after every optimizer ``step`` or every ``epoch``.
         evaluation: Quality against steps, run by ``mixdistill test``.
@@ -85,11 +104,11 @@ class DistillModule(L.LightningModule):
     def __init__(
         self,
         teacher: Teacher,
-        objective: Di4CObjective | None = None,
+        objective: Objective | None = None,
         injection: LatentInjection | None = None,
         latent_dim: int = 1,
-        student_base: Teacher | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        student_base: Teacher | Callable[[Teacher], Teacher] | None = None,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] = "step",
         evaluation: QualityEvaluation | None = None,
@@ -109,8 +128,12 @@ class DistillModule(L.LightningModule):
         if student_base is None:
             self.student = MixtureStudent.from_teacher(teacher, injection, latent_dim)
         else:
-            self.student = MixtureStudent(student_base, injection, latent_dim)
-        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+            base = student_base if isinstance(student_base, Teacher) else student_base(teacher)
+            self.student = MixtureStudent(base, injection, latent_dim)
+        # No AdamW default in the signature: jsonargparse would carry its weight_decay=0.01 into any
+        # other optimizer a config names (torch.optim.Adam then silently decays the weights).
+        self.optimizer_factory = optimizer if optimizer is not None else torch.optim.AdamW
+        self.scheduler_factory = lr_scheduler
         self.lr_interval = lr_interval
         self.evaluation, self.generation = evaluation, generation
         self.round = 0
@@ -122,6 +145,7 @@ class DistillModule(L.LightningModule):
     def _loss(self, batch: dict, prefix: str) -> torch.Tensor:
         x0, cond = batch["x0"].flatten(1), batch.get("cond")
         out = self.objective(self.teacher, self.student, x0, cond)
+        check_finite(out, prefix, self.global_step)
         self.log_dict(
             {f"{prefix}/{k}": v for k, v in out.items()},
             prog_bar=prefix == "train",
@@ -153,8 +177,12 @@ class DistillModule(L.LightningModule):
                 if isinstance(v, float):
                     self.log(f"quality/{r['model']}/{k}/steps_{r['steps']}", v, sync_dist=True)
         meta = self.evaluation.meta() | {"precision": str(self.trainer.precision)}
+        if can_headline(rows):
+            meta["headline"] = headline(rows, meta["primary_metric"], meta["higher_is_better"])
+        # log_dir is a collective under DDP: every rank must read it, not rank 0 alone (or it hangs).
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         if self.trainer.is_global_zero:
-            path = write_quality(rows, meta, self.trainer.log_dir or self.trainer.default_root_dir)
+            path = write_quality(rows, meta, log_dir)
             plot = quality_plot(rows, self.evaluation.primary_metric)
             plot.save(path.with_name("quality.png"))
             for logger in self.loggers:

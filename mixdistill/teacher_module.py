@@ -19,7 +19,7 @@ class TeacherModule(L.LightningModule):
     Args:
         model: The denoiser to train (e.g. ``NetworkTeacher`` around a transformer).
         loss: ``MaskedDiffusionELBO`` for masking processes, ``CrossEntropyDenoising`` otherwise.
-        optimizer: Optimizer over the model's parameters.
+        optimizer: Optimizer over the model's parameters (AdamW with its defaults when unset).
         lr_scheduler: Optional learning-rate scheduler.
         lr_interval: Step the scheduler after every optimizer ``step`` or every ``epoch``.
     """
@@ -28,14 +28,17 @@ class TeacherModule(L.LightningModule):
         self,
         model: Teacher,
         loss: DenoisingLoss | None = None,
-        optimizer: OptimizerCallable = torch.optim.AdamW,
+        optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_interval: Literal["step", "epoch"] = "step",
     ) -> None:
         super().__init__()
         self.model = model.unfreeze()
         self.loss = loss if loss is not None else CrossEntropyDenoising()
-        self.optimizer_factory, self.scheduler_factory = optimizer, lr_scheduler
+        # No AdamW default in the signature: jsonargparse would carry its weight_decay=0.01 into any
+        # other optimizer a config names (torch.optim.Adam then silently decays the weights).
+        self.optimizer_factory = optimizer if optimizer is not None else torch.optim.AdamW
+        self.scheduler_factory = lr_scheduler
         self.lr_interval = lr_interval
 
     def setup(self, stage: str) -> None:
