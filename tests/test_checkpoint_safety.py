@@ -7,27 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_args import tiny_synthetic
 
 from mixdistill.checkpoint_io import SafeCheckpointIO, atomic_torch_save
 from mixdistill.cli import run as main
 from mixdistill.safe_load import UnsafeCheckpointError, safe_torch_load
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-SYNTHETIC = str(CONFIG_DIR / "synthetic.yaml")
 QUICKSTART = str(CONFIG_DIR / "quickstart.yaml")
-
-
-def tiny_synthetic(root: Path, steps: int = 2) -> list[str]:
-    return [
-        "--config",
-        SYNTHETIC,
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.max_steps={steps}",
-        "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--data.init_args.num_samples=200",
-    ]
 
 
 class WritesMarker:

@@ -5,26 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from cli_args import tiny_synthetic
 
 from mixdistill.cli import run as main
 from mixdistill.run_folder import RunFolderInUseError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-SYNTHETIC = str(CONFIG_DIR / "synthetic.yaml")
 CHECKPOINT = "lightning.pytorch.callbacks.ModelCheckpoint"
-
-
-def tiny_synthetic(root: Path, steps: int = 2) -> list[str]:
-    return [
-        "--config",
-        SYNTHETIC,
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.max_steps={steps}",
-        "--trainer.limit_val_batches=0",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false",
-        "--data.init_args.num_samples=200",
-    ]
 
 
 def step_of(path: Path) -> int:
