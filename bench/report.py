@@ -59,6 +59,13 @@ def side_by_side(rows: list[dict], metric: str) -> list[str]:
     return lines
 
 
+def step_ms(latency: dict) -> tuple[float, float] | None:
+    """``(teacher, student)`` per-step ms from quality.json's latency meta, if it was measured."""
+    if "teacher_step_ms" not in latency:
+        return None
+    return latency["teacher_step_ms"], latency["student_step_ms"]
+
+
 def quality_tables(
     rows: list[dict], metrics: list[str], latency: dict, higher_is_better: bool = False
 ) -> list[str]:
@@ -69,9 +76,10 @@ def quality_tables(
     if can_headline(rows):
         lines += [
             f"Headline: the student at N steps against the teacher at the steps of equal {metrics[0]} "
-            "(interpolated in log steps and log metric; a bound where outside the teacher's range):",
+            "(interpolated in log steps and log metric; a bound where outside the teacher's range); "
+            "samples/s per batch element from the per-step latency below:",
             "",
-            *headline_lines(rows, metrics[0], higher_is_better),
+            *headline_lines(rows, metrics[0], higher_is_better, step_ms(latency)),
             "",
         ]
     return [

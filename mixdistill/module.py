@@ -178,7 +178,9 @@ class DistillModule(L.LightningModule):
                     self.log(f"quality/{r['model']}/{k}/steps_{r['steps']}", v, sync_dist=True)
         meta = self.evaluation.meta() | {"precision": str(self.trainer.precision)}
         if can_headline(rows):
-            meta["headline"] = headline(rows, meta["primary_metric"], meta["higher_is_better"])
+            lat = self.evaluation.latency
+            ms = (lat["teacher_step_ms"], lat["student_step_ms"]) if lat else None
+            meta["headline"] = headline(rows, meta["primary_metric"], meta["higher_is_better"], ms)
         # log_dir is a collective under DDP: every rank must read it, not rank 0 alone (or it hangs).
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         if self.trainer.is_global_zero:

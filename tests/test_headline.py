@@ -48,3 +48,13 @@ def test_higher_is_better_and_noisy_curves_use_the_running_best():
 def test_needs_two_teacher_rows():
     with pytest.raises(ValueError, match="two or more"):
         headline(rows_for([4], [(2, 1.0)]), "m", False)
+
+
+def test_speedup_from_per_step_latency():
+    """Invariant: with per-step latencies (t_teacher, t_student) the speed-up is N* t_teacher /
+    (N t_student), whatever the rows' own (noisy) sampling times say."""
+    rows = rows_for([2, 4, 8, 16], [(2, 100.0 / 6)])
+    rows[-1]["samples_per_sec"] = 1.0  # a disturbed timing that must not matter
+    (h,) = headline(rows, "m", False, step_ms=(10.0, 12.0))
+    assert h["speedup"] == pytest.approx(6.0 * 10.0 / (2 * 12.0), rel=1e-12)
+    assert h["student_samples_per_sec"] == pytest.approx(1000.0 / 24.0)

@@ -57,8 +57,18 @@ def can_headline(rows: list[dict]) -> bool:
     return len(teacher) >= 2 and all("samples_per_sec" in r for r in rows)
 
 
-def headline(rows: list[dict], metric: str, higher_is_better: bool) -> list[dict]:
+def headline(
+    rows: list[dict], metric: str, higher_is_better: bool, step_ms: tuple[float, float] | None = None
+) -> list[dict]:
     """For every student row of ``quality.json``: the equal-quality teacher steps and the speed-up.
+
+    Args:
+        rows: ``quality.json`` rows.
+        metric: The metric that ranks them.
+        higher_is_better: Its direction.
+        step_ms: Per-step latency ``(teacher, student)`` in ms (medians of alternated runs, as in
+            ``quality.json``'s meta): when given, the speed-up is ``N* t_teacher / (N t_student)``,
+            which a shared machine disturbs less than the rows' own sampling times.
 
     Returns dicts with ``steps``, ``metric`` (the student's), ``teacher_steps`` (``N*``),
     ``relation``, ``student_samples_per_sec``, ``teacher_samples_per_sec`` (at ``N*``) and
@@ -73,29 +83,37 @@ def headline(rows: list[dict], metric: str, higher_is_better: bool) -> list[dict
     out = []
     for r in (r for r in rows if r["model"] == "student"):
         n_star, rel = equal_quality_steps(quality, r[metric], higher_is_better)
+        student_speed = r["samples_per_sec"]
         teacher_speed = math.exp(_interp(math.log2(n_star), log_steps, log_speed))
+        if step_ms is not None:  # throughput from per-step latency: 1000 / (steps * ms)
+            student_speed = 1000.0 / (r["steps"] * step_ms[1])
+            teacher_speed = 1000.0 / (n_star * step_ms[0])
         out.append(
             {
                 "steps": r["steps"],
                 "metric": r[metric],
                 "teacher_steps": n_star,
                 "relation": rel,
-                "student_samples_per_sec": r["samples_per_sec"],
+                "student_samples_per_sec": student_speed,
                 "teacher_samples_per_sec": teacher_speed,
-                "speedup": r["samples_per_sec"] / teacher_speed,
+                "speedup": student_speed / teacher_speed,
             }
         )
     return out
 
 
-def headline_lines(rows: list[dict], metric: str, higher_is_better: bool) -> list[str]:
-    """A markdown table of ``headline``: the student at N steps against the teacher at equal quality."""
+def headline_lines(
+    rows: list[dict], metric: str, higher_is_better: bool, step_ms: tuple[float, float] | None = None
+) -> list[str]:
+    """A markdown table of ``headline``: the student at N steps against the teacher at equal quality
+    (per-batch-element throughput from ``step_ms`` when given, see ``headline``).
+    """
     lines = [
         f"| student steps | student {metric} | teacher steps of equal {metric} | student samples/s "
         "| teacher samples/s there | speed-up |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    for h in headline(rows, metric, higher_is_better):
+    for h in headline(rows, metric, higher_is_better, step_ms):
         bound = {"=": "", ">": "> ", "<": "< "}[h["relation"]]
         speed = f"{bound}{h['speedup']:.2f}x"  # a bound on N* bounds the speed-up the same way
         lines.append(
