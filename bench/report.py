@@ -60,10 +60,13 @@ def side_by_side(rows: list[dict], metric: str) -> list[str]:
 
 
 def step_ms(latency: dict) -> tuple[float, float] | None:
-    """``(teacher, student)`` per-step ms from quality.json's latency meta, if it was measured."""
+    """``(teacher, student)`` ms per step and sample from quality.json's latency meta (measured on
+    batches of ``batch_size``), if it was measured."""
     if "teacher_step_ms" not in latency:
         return None
-    return latency["teacher_step_ms"], latency["student_step_ms"]
+    return latency["teacher_step_ms"] / latency["batch_size"], latency["student_step_ms"] / latency[
+        "batch_size"
+    ]
 
 
 def quality_tables(
@@ -77,7 +80,7 @@ def quality_tables(
         lines += [
             f"Headline: the student at N steps against the teacher at the steps of equal {metrics[0]} "
             "(interpolated in log steps and log metric; a bound where outside the teacher's range); "
-            "samples/s per batch element from the per-step latency below:",
+            "samples/s from the per-step latency below (batched):",
             "",
             *headline_lines(rows, metrics[0], higher_is_better, step_ms(latency)),
             "",

@@ -179,7 +179,8 @@ class DistillModule(L.LightningModule):
         meta = self.evaluation.meta() | {"precision": str(self.trainer.precision)}
         if can_headline(rows):
             lat = self.evaluation.latency
-            ms = (lat["teacher_step_ms"], lat["student_step_ms"]) if lat else None
+            per = self.evaluation.latency_batch  # the latency was measured on batches of this size
+            ms = (lat["teacher_step_ms"] / per, lat["student_step_ms"] / per) if lat else None
             meta["headline"] = headline(rows, meta["primary_metric"], meta["higher_is_better"], ms)
         # log_dir is a collective under DDP: every rank must read it, not rank 0 alone (or it hangs).
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir

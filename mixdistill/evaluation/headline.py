@@ -66,9 +66,10 @@ def headline(
         rows: ``quality.json`` rows.
         metric: The metric that ranks them.
         higher_is_better: Its direction.
-        step_ms: Per-step latency ``(teacher, student)`` in ms (medians of alternated runs, as in
-            ``quality.json``'s meta): when given, the speed-up is ``N* t_teacher / (N t_student)``,
-            which a shared machine disturbs less than the rows' own sampling times.
+        step_ms: Per-step latency per sample ``(teacher, student)`` in ms (medians of alternated
+            batched runs, as in ``quality.json``'s meta, divided by their batch size): when given,
+            the speed-up is ``N* t_teacher / (N t_student)``, which a shared machine disturbs less
+            than the rows' own sampling times.
 
     Returns dicts with ``steps``, ``metric`` (the student's), ``teacher_steps`` (``N*``),
     ``relation``, ``student_samples_per_sec``, ``teacher_samples_per_sec`` (at ``N*``) and
