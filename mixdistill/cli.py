@@ -164,6 +164,19 @@ def main() -> None:
         run()
     except (UnsafeCheckpointError, RunFolderInUseError) as err:
         sys.exit(f"mixdistill: error: {err}")
+    finally:
+        end_process_group()
+
+
+def end_process_group() -> None:
+    """Destroy the DDP process group of a finished command: gloo's threads must be joined before the
+    interpreter exits, or a run that succeeded can abort at exit ("terminate called without an
+    active exception").
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ def main(mode, out):
         flat = torch.stack(gathered)
     if trainer.is_global_zero:
         torch.save(flat, out)
+    if torch.distributed.is_initialized():
+        # gloo's threads must be joined before the interpreter exits, or the process can abort
+        # ("terminate called without an active exception", exit -6) after a finished run.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
