@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mixdistill.injection.base import LatentEmbedding, LatentInjection
+from mixdistill.injection.base import LatentEmbedding, LatentInjection, find_submodule
 
 #: Attributes that give a layer's output width, in the order they are tried.
 WIDTH_ATTRIBUTES = ("out_features", "embedding_dim", "out_channels", "num_features", "num_channels")
@@ -57,14 +57,7 @@ class AdditiveInjection(LatentInjection):
         self._offset: Tensor | None = None
 
     def attach(self, model: nn.Module, latent_dim: int) -> None:
-        try:
-            target = model.get_submodule(self.layer)
-        except AttributeError as err:
-            names = [n for n, _ in model.named_modules() if n][:20]
-            raise ValueError(
-                f"AdditiveInjection: layer='{self.layer}' is not a submodule of {type(model).__name__}; "
-                f"some available names: {names}"
-            ) from err
+        target = find_submodule(model, self.layer, "AdditiveInjection: layer")
         width = self.width or output_width(target)
         if width is None:
             raise ValueError(

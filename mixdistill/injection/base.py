@@ -58,3 +58,16 @@ class LatentInjection(nn.Module, ABC):
     @abstractmethod
     def set_latent(self, lam: Tensor | None) -> None:
         """Use ``lam`` ``(B, k)`` for the next forward passes; ``None`` switches the injection off."""
+
+
+def find_submodule(model: nn.Module, path: str, setting: str) -> nn.Module:
+    """``model.get_submodule(path)``, or a ValueError naming ``setting`` (e.g. ``"AdditiveInjection:
+    layer"``), the value and some of the names that do exist.
+    """
+    try:
+        return model.get_submodule(path)
+    except AttributeError as err:
+        names = [n for n, _ in model.named_modules() if n][:20]
+        raise ValueError(
+            f"{setting}='{path}' is not a submodule of {type(model).__name__}; some available names: {names}"
+        ) from err

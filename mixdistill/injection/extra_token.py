@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from mixdistill.injection.base import LatentEmbedding, LatentInjection
+from mixdistill.injection.base import LatentEmbedding, LatentInjection, find_submodule
 
 
 @runtime_checkable
@@ -43,12 +43,7 @@ class ExtraTokenInjection(LatentInjection):
         self._target: nn.Module | None = None
 
     def attach(self, model: nn.Module, latent_dim: int) -> None:
-        try:
-            target = model.get_submodule(self.module)
-        except AttributeError as err:
-            raise ValueError(
-                f"ExtraTokenInjection: module='{self.module}' is not a submodule of the teacher."
-            ) from err
+        target = find_submodule(model, self.module, "ExtraTokenInjection: module")
         if not isinstance(target, LatentTokenBackbone):
             raise ValueError(
                 f"ExtraTokenInjection: module='{self.module}' ({type(target).__name__}) does not take a "

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mixdistill.injection.base import LatentInjection
+from mixdistill.injection.base import LatentInjection, find_submodule
 from mixdistill.nets.tauldr_layers import tauldr_timestep_embedding
 from mixdistill.nets.tauldr_unet import TauLDRUNet
 
@@ -46,12 +46,7 @@ class ResBlockInjection(LatentInjection):
         self._lam: Tensor | None = None
 
     def attach(self, model: nn.Module, latent_dim: int) -> None:
-        try:
-            net = model.get_submodule(self.module)
-        except AttributeError as err:
-            raise ValueError(
-                f"ResBlockInjection: module='{self.module}' is not a submodule of the teacher."
-            ) from err
+        net = find_submodule(model, self.module, "ResBlockInjection: module")
         if not isinstance(net, TauLDRUNet):
             raise ValueError(
                 f"ResBlockInjection: module='{self.module}' is a {type(net).__name__}, not a TauLDRUNet; "
