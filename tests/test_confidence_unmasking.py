@@ -14,14 +14,7 @@ from mixdistill.sampling.step_rule import StepContext
 S = 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run this file's small tensors on one CPU thread: on a shared, oversubscribed CPU, OpenMP's
-    spinning threads made each tiny op take ~17 ms (a 2-layer forward 0.4 s instead of 1 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def published_schedule(steps: int, tokens: int) -> list[int]:

@@ -20,14 +20,7 @@ SIZES = MaskGITSizes(codebook_size=12, num_classes=3, grid=4, hidden=32, depth=2
 TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny" / "maskgit_tiny.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run this file's small tensors on one CPU thread: on a shared, oversubscribed CPU, OpenMP's
-    spinning threads made each tiny op take ~17 ms (a 2-layer forward 0.4 s instead of 1 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def published_state(sizes: MaskGITSizes, seed: int = 0) -> dict[str, torch.Tensor]:

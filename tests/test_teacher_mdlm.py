@@ -29,13 +29,7 @@ EMB = "backbone.vocab_embed.embedding"
 TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny" / "mdlm_tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread is faster than several contending for a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def original_state(seed: int = 0, vocab: int = S + 1) -> dict[str, torch.Tensor]:

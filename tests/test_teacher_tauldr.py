@@ -26,13 +26,7 @@ TINY = str(Path(__file__).resolve().parent.parent / "configs" / "tiny" / "tauldr
 S = 16  # grey levels of the tiny models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The CPU is shared: small convolutions run faster on one thread than fighting for several."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_net() -> TauLDRUNet:

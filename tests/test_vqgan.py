@@ -16,14 +16,7 @@ from mixdistill.tokenize_images import main as tokenize
 TINY_VQ = {"ch": 32, "ch_mult": [1, 1, 2], "attn_resolutions": [8], "resolution": 32, "z_channels": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Run this file's small tensors on one CPU thread: on a shared, oversubscribed CPU, OpenMP's
-    spinning threads made each tiny op take ~17 ms (a 2-layer forward 0.4 s instead of 1 ms)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TINY_VQ |= {"embed_dim": 16, "n_embed": 64}
