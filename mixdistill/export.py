@@ -22,10 +22,10 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import ArgumentParser
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mixdistill.cli import MixDistillCLI, run
-from mixdistill.safe_load import safe_torch_load
+from mixdistill.safe_load import read_safetensors, safe_torch_load
 from mixdistill.student import MixtureStudent
 
 WEIGHTS, CONFIG = "student.safetensors", "config.yaml"
@@ -105,7 +105,7 @@ def load_student(folder: str | Path) -> MixtureStudent:
             )
     model_config = yaml.safe_load((folder / CONFIG).read_text())["model"]
     student = build_model(model_config).student
-    student.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+    student.load_state_dict(read_safetensors(folder / WEIGHTS), strict=True)
     return student.eval()
 
 

@@ -61,3 +61,20 @@ def safe_torch_load(path: str | Path, map_location: Any = "cpu") -> Any:
         raise ValueError(
             f"cannot read '{path}': not a complete torch file (truncated or corrupt?): {first}."
         ) from None
+
+
+def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, with errors that name the file in one line.
+
+    Raises:
+        ValueError: The file is truncated, corrupt or not a safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(
+            f"cannot read '{path}': not a complete .safetensors file (truncated or corrupt?): {err}."
+        ) from None

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from mixdistill.assets import resolve_asset
+from mixdistill.safe_load import read_safetensors
 
 #: Key prefixes of the backbone in the authors' state dicts: MDLM's and SDTT's ``backbone.``, and
 #: ``backbone.backbone.`` for SDTT students of the Hugging Face MDLM (whose model wraps a backbone).
@@ -126,9 +127,7 @@ def read_mdlm_checkpoint(checkpoint: str, use_ema: bool = True) -> MDLMCheckpoin
 
 
 def _safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path))
+    return read_safetensors(path)
 
 
 def backbone_state(state: dict[str, Any], path: Path) -> dict[str, Tensor]:

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from mixdistill.assets import resolve_asset
 from mixdistill.processes.base import ForwardProcess
-from mixdistill.safe_load import safe_torch_load
+from mixdistill.safe_load import read_safetensors, safe_torch_load
 from mixdistill.sampling.guidance import ClassifierFreeGuidance
 from mixdistill.sampling.step_rule import StepRule
 from mixdistill.teachers.base import Teacher
@@ -20,9 +20,7 @@ def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint='{path}' does not exist.")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return read_safetensors(path)
     obj = safe_torch_load(path)  # weights_only=True: a file that pickles code is refused, naming it
     return obj.get("state_dict", obj) if isinstance(obj, dict) else obj
 
