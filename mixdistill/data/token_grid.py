@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from mixdistill.data.base import Arrays, TensorDataModule, as_index_tensor
+from mixdistill.metrics.decoded import TokenImageDecoder
+from mixdistill.safe_load import read_safetensors
 
 SUFFIXES = (".npy", ".npz", ".pt", ".safetensors")
 
@@ -23,9 +25,7 @@ def read_tensors(path: Path) -> Tensor | np.ndarray | dict[str, Tensor | np.ndar
     if path.suffix == ".pt":
         return torch.load(path, map_location="cpu", weights_only=True)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(path)
+        return read_safetensors(path)
     raise ValueError(f"'{path}' must end in one of {', '.join(SUFFIXES)}; got '{path.suffix}'.")
 
 
@@ -60,6 +60,8 @@ class TokenGridData(TensorDataModule):
         seed: Seed of the train/val/test split.
         val_fraction: Fraction held out for validation.
         test_fraction: Fraction held out for testing; 0 makes test reuse val.
+        image_decoder: Maps token grids to the images they encode (e.g. a ``TokenImageDecoder`` of the
+            VQ tokenizer that made them), so that sample grids show images (``to_images``).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class TokenGridData(TensorDataModule):
         seed: int = 0,
         val_fraction: float = 0.05,
         test_fraction: float = 0.0,
+        image_decoder: TokenImageDecoder | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, val_fraction, test_fraction)
         if vocab_size < 1:
@@ -88,6 +91,16 @@ class TokenGridData(TensorDataModule):
         self.labels_key = labels_key
         self._num_classes = num_classes
         self._arrays: Arrays | None = None
+        self.image_decoder = image_decoder
+
+    def to_images(self, x: Tensor) -> Tensor:
+        """Images ``(B, 1, H, W)`` float in ``[0, 1]`` of token grids ``x`` ``(B, g, g)`` / ``(B, g * g)``."""
+        if self.image_decoder is None:
+            raise ValueError(
+                f"{self.source}: image_decoder=None, so token grids have no images; set "
+                f"data.init_args.image_decoder to a TokenImageDecoder of the tokenizer of the data."
+            )
+        return self.image_decoder(x).float().unsqueeze(1) / 255.0
 
     @property
     def source(self) -> str:
