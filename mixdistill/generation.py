@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,8 +10,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
+from mixdistill.image_grid import sample_grid
 from mixdistill.sampling import seeded
 
 
@@ -61,7 +61,8 @@ class Generation:
 class SampleWriter(BasePredictionWriter):
     """Writes all predicted samples as ``samples.pt`` and ``samples.npy`` (token ids), plus
     ``samples.txt`` (one decoded sample a line) when the DataModule can ``decode`` and
-    ``samples.png`` (a grid) for 2-D data.
+    ``samples.png`` (a grid) for 2-D data, or for token grids that the DataModule decodes to
+    images (``image_decoder``).
 
     Args:
         generation: The generation settings (for the file names and folder).
@@ -98,9 +99,6 @@ class SampleWriter(BasePredictionWriter):
             (out / f"{name}.txt").write_text(
                 "\n".join(t.replace("\n", " ") for t in dm.decode(x.flatten(1).tolist()))
             )
-        if x.dim() == 3:
-            levels = max(getattr(dm, "vocab_size", int(x.max()) + 1) - 1, 1)
-            grid = make_grid(
-                x.float().unsqueeze(1) / levels, nrow=math.ceil(math.sqrt(len(x))), pad_value=1.0
-            )
+        grid = sample_grid(x, dm)
+        if grid is not None:
             save_image(grid, out / f"{name}.png")

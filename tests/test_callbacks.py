@@ -166,9 +166,9 @@ def test_evaluation_during_training_leaves_the_global_random_state_alone():
     )
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    first, _ = ev.generate(m.student, 2)
+    first, _, _ = ev.generate(m.student, 2)
     assert torch.equal(torch.get_rng_state(), before)
-    second, _ = ev.generate(m.student, 2)
+    second, _, _ = ev.generate(m.student, 2)
     assert torch.equal(first, second)
 
 

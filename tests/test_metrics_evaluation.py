@@ -92,6 +92,6 @@ def test_quality_row_reports_entropy_and_perplexity_of_the_same_samples():
     ev = QualityEvaluation([2], [2], num_samples=12, batch_size=5, sample_metrics=[UnigramEntropy(), ppl])
     model = RandomTokens()
     row = ev.row("teacher", model, 2, model)
-    samples, _ = ev.generate(model, 2)
+    samples, _, _ = ev.generate(model, 2)
     assert abs(row["entropy"] - float(unigram_entropy(samples).mean())) < 1e-6
     assert abs(row["gen_ppl"] - 4.0) < 1e-9 and int(ppl.tokens) == 12 * 6

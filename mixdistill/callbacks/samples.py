@@ -7,15 +7,16 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchvision.utils import make_grid
 
+from mixdistill.image_grid import sample_grid
 from mixdistill.sampling import seeded
 
 
 class SampleLogger(L.Callback):
     """Every ``every_n_steps`` optimizer steps, draw samples from the student (and once from the
-    teacher) at each of ``steps`` and log them: an image grid for 2-D data, decoded text when the
-    DataModule has ``decode``, raw ids otherwise.
+    teacher) at each of ``steps`` and log them: an image grid for 2-D data (or for token grids that
+    the DataModule decodes to images, ``image_decoder``), decoded text when the DataModule has
+    ``decode``, raw ids otherwise.
 
     Args:
         every_n_steps: Logging period in optimizer steps.
@@ -65,11 +66,10 @@ class SampleLogger(L.Callback):
     ) -> None:
         """Write ``x`` as an image grid, text or ids."""
         dm = trainer.datamodule
-        if hasattr(dm, "decode"):
-            logger.experiment.add_text(tag, "\n\n".join(dm.decode(x.flatten(1).tolist())), step)
-        elif x.dim() == 3:
-            imgs = x.float().unsqueeze(1) / max(dm.vocab_size - 1, 1)  # (B, 1, H, W)
-            grid = make_grid(imgs, nrow=int(self.num_samples**0.5), pad_value=1.0)
+        grid = sample_grid(x, dm)  # None unless x are images (or decode to images)
+        if grid is not None:
             logger.experiment.add_image(tag, grid, step)
+        elif hasattr(dm, "decode"):
+            logger.experiment.add_text(tag, "\n\n".join(dm.decode(x.flatten(1).tolist())), step)
         else:
             logger.experiment.add_text(tag, str(x.tolist()), step)

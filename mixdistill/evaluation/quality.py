@@ -23,8 +23,10 @@ class QualityEvaluation(torch.nn.Module):
     """Evaluates ``teacher`` at ``teacher_steps`` and ``student`` at ``student_steps``.
 
     Sample metrics (torchmetrics ``Metric`` with ``update(x, real: bool)``) see the reference data
-    through ``update_real`` and ``num_samples`` generated samples per row; exact metrics compute the
-    sampler's output distribution directly.
+    through ``update_real`` and ``num_samples`` generated samples per row; a metric whose class sets
+    ``takes_labels = True`` (e.g. ``ClassAccuracy``) also gets the samples' class labels as
+    ``update(x, real=False, cond=labels)``. Exact metrics compute the sampler's output distribution
+    directly.
 
     Args:
         teacher_steps: Step counts for the teacher.
@@ -132,16 +134,20 @@ class QualityEvaluation(torch.nn.Module):
     @torch.no_grad()
     def generate(
         self, model: Teacher | HybridSampler, steps: int, cond_classes: int = 0, seed: int | None = None
-    ) -> tuple[Tensor, float]:
-        """``num_samples`` samples and the seconds spent, seeded by ``seed`` (default: ``self.seed``)."""
+    ) -> tuple[Tensor, Tensor | None, float]:
+        """``num_samples`` samples ``(N, *shape)``, the class labels ``(N,)`` drawn for them (``None``
+        when ``cond_classes`` is 0) and the seconds spent, seeded by ``seed`` (default: ``self.seed``).
+        """
         gen_device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        out, start = [], time.perf_counter()
+        out, labels, start = [], [], time.perf_counter()
         with seeded(self.seed if seed is None else seed, gen_device):
             for i in range(0, self.num_samples, self.batch_size):
                 b = min(self.batch_size, self.num_samples - i)
                 cond = torch.randint(cond_classes, (b,), device=gen_device) if cond_classes else None
                 out.append(model.sample(b, steps, cond))
-        return torch.cat(out), time.perf_counter() - start
+                labels += [cond] if cond is not None else []
+        cond = torch.cat(labels) if labels else None
+        return torch.cat(out), cond, time.perf_counter() - start
 
     def row(
         self, name: str, model: Teacher | HybridSampler, steps: int, teacher: Teacher, seed: int | None = None
@@ -150,20 +156,25 @@ class QualityEvaluation(torch.nn.Module):
         row: dict = {"model": name, "steps": steps}
         self.finish_reference()
         if self.sample_metrics:
-            samples, secs = self.generate(model, steps, teacher.num_classes, seed)
-            row.update(self.score(samples))
+            samples, cond, secs = self.generate(model, steps, teacher.num_classes, seed)
+            row.update(self.score(samples, cond))
             row["sec_per_sample"] = secs / self.num_samples
             row["samples_per_sec"] = self.num_samples / max(secs, 1e-12)
         for em in self.exact_metrics:
             row.update(em(model, steps, teacher))
         return row
 
-    def score(self, samples: Tensor) -> dict[str, float]:
-        """Every sample metric on ``samples`` ``(N, *shape)`` against the reference, by name."""
+    def score(self, samples: Tensor, cond: Tensor | None = None) -> dict[str, float]:
+        """Every sample metric on ``samples`` ``(N, *shape)`` against the reference, by name; those that
+        take labels also get ``cond`` ``(N,)``, the classes the samples were generated for.
+        """
         scores: dict[str, float] = {}
         for m in self.sample_metrics:
             m.reset()
-            m.to(samples.device).update(samples, real=False)
+            if getattr(m, "takes_labels", False):
+                m.to(samples.device).update(samples, real=False, cond=cond)
+            else:
+                m.to(samples.device).update(samples, real=False)
             value = m.compute()  # a scalar, or a dict of them for multi-number metrics
             named = value if isinstance(value, dict) else {metric_name(m): value}
             scores.update({k: float(v) for k, v in named.items()})

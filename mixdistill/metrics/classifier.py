@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from mixdistill.data.base import TensorDataModule
 from mixdistill.metrics.checkpoint import load_frozen
+from mixdistill.metrics.decoded import TokenImageDecoder
 
 
 class SmallImageClassifier(nn.Module):
@@ -75,23 +76,34 @@ class ClassifierFeatures(nn.Module):
     """Frozen penultimate features of a trained ``SmallImageClassifier`` for ``FrechetDistance(features=)``.
 
     The network is held outside the module tree, so its weights never enter a student checkpoint; it
-    follows the device of its inputs.
+    follows the device of its inputs. With a ``decoder``, the samples are token grids (e.g. VQ codes)
+    and the features are those of the images they decode to.
 
     Args:
         net: The classifier, built with the settings it was trained with.
         checkpoint: Its weights (``.safetensors``, ``.pt`` or ``asset:NAME``), as ``train_classifier`` writes.
+        decoder: Maps token grids to the images the classifier reads (``None``: samples are images).
     """
 
-    def __init__(self, net: SmallImageClassifier, checkpoint: str) -> None:
+    def __init__(
+        self, net: SmallImageClassifier, checkpoint: str, decoder: TokenImageDecoder | None = None
+    ) -> None:
         super().__init__()
-        how = f"train one with mixdistill.metrics.train_classifier(datamodule, path='{checkpoint}')."
-        net = load_frozen(net, checkpoint, "ClassifierFeatures", how)
+        net = load_classifier(net, checkpoint, "ClassifierFeatures")
         object.__setattr__(self, "net", net)  # outside the module tree: not in checkpoints
+        self.decoder = decoder  # holds its tokenizer outside the tree too
 
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
-        """Features ``(B, feature_dim)`` of pixel values ``(B, *shape)``."""
-        return self.net.to(x.device).features(x)
+        """Features ``(B, feature_dim)`` of pixel values ``(B, *shape)`` (or of token grids, decoded)."""
+        images = x if self.decoder is None else self.decoder(x)  # (B, *shape)
+        return self.net.to(x.device).features(images)
+
+
+def load_classifier(net: SmallImageClassifier, checkpoint: str, owner: str) -> SmallImageClassifier:
+    """``net`` with the weights of ``checkpoint``, frozen; errors name ``owner`` and how to get one."""
+    how = f"train one with mixdistill.metrics.train_classifier(datamodule, path='{checkpoint}')."
+    return load_frozen(net, checkpoint, owner, how)
 
 
 def accuracy(net: SmallImageClassifier, x: Tensor, y: Tensor) -> float:
