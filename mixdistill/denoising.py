@@ -63,3 +63,29 @@ class MaskedDiffusionELBO(CrossEntropyDenoising):
             alpha = model.process.schedule.alpha(tt)
             (d_alpha,) = torch.autograd.grad(alpha.sum(), tt)
         return (-d_alpha / (1.0 - alpha.detach()).clamp_min(1e-6)).detach()
+
+
+class ClassDropout(DenoisingLoss):
+    """``loss`` with each class label replaced by the "no class" label with probability ``p``.
+
+    One network then learns both the conditional and the unconditional denoiser, which
+    classifier-free guidance combines at sampling time (MaskGIT drops 10% of the labels).
+
+    Args:
+        loss: The loss computed on the relabelled batch.
+        p: Probability that an example's label is dropped.
+    """
+
+    def __init__(self, loss: DenoisingLoss, p: float = 0.1) -> None:
+        if not 0 <= p <= 1:
+            raise ValueError(f"ClassDropout: p={p} must lie in [0, 1].")
+        self.loss, self.p = loss, p
+
+    def __call__(self, model: Teacher, x0: Tensor, cond: Tensor | None) -> Tensor:
+        if cond is None:
+            raise ValueError(
+                "ClassDropout needs class labels (cond) in the batch; this data serves none. Use the "
+                "inner loss alone for unconditional data."
+            )
+        drop = torch.rand(cond.shape, device=cond.device) < self.p
+        return self.loss(model, x0, torch.where(drop, torch.full_like(cond, model.num_classes), cond))

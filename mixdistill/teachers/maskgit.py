@@ -12,7 +12,7 @@ from mixdistill.assets import resolve_asset
 from mixdistill.nets.maskgit_vit import MaskGITSizes, MaskGITTransformer
 from mixdistill.processes.masking import MaskingProcess
 from mixdistill.processes.schedules import ArccosSchedule
-from mixdistill.safe_load import named_global
+from mixdistill.safe_load import named_global, read_safetensors
 from mixdistill.sampling.confidence import ConfidenceUnmasking
 from mixdistill.sampling.guidance import ClassifierFreeGuidance
 from mixdistill.sampling.step_rule import StepRule
@@ -24,7 +24,8 @@ STATE_KEY = "model_state_dict"
 
 def read_maskgit_state(path: str | Path) -> dict[str, Tensor]:
     """The transformer weights of a MaskGIT ``.pth`` (``{iter, global_epoch, model_state_dict,
-    optimizer_state_dict}``), read with ``weights_only=True``.
+    optimizer_state_dict}``), read with ``weights_only=True``, or of a ``.safetensors`` file of
+    the weights alone (as ``make assets`` exports a teacher trained by mixdistill).
 
     A ``module.`` prefix on every key (a ``DistributedDataParallel`` wrapper saved as is) is removed;
     the published files have none. Raises ``FileNotFoundError`` or ``ValueError`` naming the file.
@@ -32,6 +33,8 @@ def read_maskgit_state(path: str | Path) -> dict[str, Tensor]:
     file = resolve_asset(path)
     if not file.is_file():
         raise FileNotFoundError(f"MaskGITTeacher: checkpoint='{file}' does not exist.")
+    if file.suffix == ".safetensors":
+        return read_safetensors(file)
     try:
         obj = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
