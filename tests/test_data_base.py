@@ -107,3 +107,16 @@ def test_as_index_tensor():
         as_index_tensor(np.zeros(3, dtype=np.float32), "path='a.npy'")
     with pytest.raises(TypeError, match="dtype torch.bool"):
         as_index_tensor(torch.zeros(3, dtype=torch.bool), "x")
+
+
+def test_eval_batch_size_sets_val_and_test_batches_only():
+    """Train batches keep batch_size, val/test batches have eval_batch_size examples (the last one
+    the remainder), so each split is still covered exactly once."""
+    dm = toy(n=100, batch_size=4, eval_batch_size=7, val_fraction=0.1, test_fraction=0.2)
+    loaders = {"train": dm.train_dataloader(), "val": dm.val_dataloader(), "test": dm.test_dataloader()}
+    for split, loader in loaders.items():
+        sizes, size = [len(b["x0"]) for b in loader], 4 if split == "train" else 7
+        n = dm.splits[split].x0.shape[0]
+        assert sizes == [size] * (n // size) + ([n % size] if n % size else [])
+    with pytest.raises(ValueError, match="eval_batch_size=0 must be >= 1"):
+        toy(eval_batch_size=0)

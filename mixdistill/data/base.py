@@ -125,6 +125,7 @@ class TensorDataModule(L.LightningDataModule, ABC):
         seed: Seed of the train/val/test split; the same seed gives the same split.
         val_fraction: Fraction of the examples held out for validation, in ``(0, 1)``.
         test_fraction: Fraction held out for testing, in ``[0, 1)``; 0 makes the test loader reuse val.
+        eval_batch_size: Examples per validation and test batch; ``None`` uses ``batch_size``.
     """
 
     def __init__(
@@ -134,10 +135,13 @@ class TensorDataModule(L.LightningDataModule, ABC):
         seed: int = 0,
         val_fraction: float = 0.1,
         test_fraction: float = 0.0,
+        eval_batch_size: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1.")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size={eval_batch_size} must be >= 1 (or null to use batch_size).")
         if num_workers < 0:
             raise ValueError(f"num_workers={num_workers} must be >= 0.")
         if not 0 < val_fraction < 1:
@@ -148,6 +152,7 @@ class TensorDataModule(L.LightningDataModule, ABC):
                 f"(val_fraction={val_fraction})."
             )
         self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size if eval_batch_size is not None else batch_size
         self.num_workers = num_workers
         self.seed = seed
         self.val_fraction = val_fraction
@@ -258,7 +263,7 @@ class TensorDataModule(L.LightningDataModule, ABC):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(
             ArrayDataset(self.splits[split]),
-            batch_size=self.batch_size,
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

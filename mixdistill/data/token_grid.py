@@ -60,6 +60,7 @@ class TokenGridData(TensorDataModule):
         seed: Seed of the train/val/test split.
         val_fraction: Fraction held out for validation.
         test_fraction: Fraction held out for testing; 0 makes test reuse val.
+        eval_batch_size: Examples per validation and test batch; ``None`` uses ``batch_size``.
         image_decoder: Maps token grids to the images they encode (e.g. a ``TokenImageDecoder`` of the
             VQ tokenizer that made them), so that sample grids show images (``to_images``).
     """
@@ -78,8 +79,9 @@ class TokenGridData(TensorDataModule):
         val_fraction: float = 0.05,
         test_fraction: float = 0.0,
         image_decoder: TokenImageDecoder | None = None,
+        eval_batch_size: int | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, val_fraction, test_fraction)
+        super().__init__(batch_size, num_workers, seed, val_fraction, test_fraction, eval_batch_size)
         if vocab_size < 1:
             raise ValueError(f"TokenGridData: vocab_size={vocab_size} must be >= 1.")
         if num_classes is not None and num_classes < 0:
