@@ -10,6 +10,11 @@
   the ``mixdistill`` CLI from ``configs/teacher_text.yaml`` (best held-out loss), network weights only.
 * ``shakespeare_evaluator.safetensors``: the causal LM that scores generated text (generative
   perplexity), trained on the plays held out from the teacher (``data/shakespeare/evaluator.txt``).
+* ``fashion_vq.safetensors``: the image-token example's VQ-VAE (28 x 28 -> 7 x 7 codes of 256),
+  trained on the train split of Fashion-MNIST (``make image-data`` says how to install it).
+* ``fashion_classifier.safetensors``: the classifier (28 x 28 pixels, 256 levels) whose features and
+  predictions give the image-token example's ``FD-fashion`` and class accuracy, trained on the train
+  split of Fashion-MNIST.
 
 The same hardware and library versions reproduce the files bit for bit.
 """
@@ -24,16 +29,22 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from mixdistill import tokenize_images
 from mixdistill.assets import ASSETS as ASSET_DIR
 from mixdistill.cli import run as cli_run
 from mixdistill.data import DigitsData, TextData
+from mixdistill.data.idx_images import IdxImageData
 from mixdistill.data.shakespeare import EVALUATOR, PLAYS
 from mixdistill.data.shakespeare import main as fetch_shakespeare
 from mixdistill.metrics.causal_lm import CausalTransformer, next_token_loss, train_causal_lm
 from mixdistill.metrics.classifier import train_classifier
+from mixdistill.nets.vq_tokenizer import VQTokenizerSizes
+from mixdistill.vq_training import reconstruction_report, save_tokenizer, train_vq_tokenizer
 
 #: Where ``make text-data`` puts the Shakespeare corpus (the configs name the same folder).
 CORPUS = Path("data/shakespeare")
+#: The image-token example's tokens (``make image-data``; configs/image_tokens.yaml names the same file).
+FASHION_TOKENS = Path("data/fashion_tokens.npz")
 #: The text example's tokenizer and evaluator LM settings (configs/text.yaml repeats them).
 TEXT_VOCAB, EVALUATOR_CONTEXT = 2048, 128
 EVALUATOR_NET = {"dim": 128, "depth": 4, "heads": 4}
@@ -115,12 +126,48 @@ def shakespeare_evaluator(out: Path, steps: int = 1500) -> Path:
     return out
 
 
+def fashion_vq(out: Path, steps: int = 3000) -> Path:
+    """Train the image-token example's VQ tokenizer; prints its held-out reconstruction report."""
+    data = IdxImageData(levels=256)
+    splits = data.splits
+    model = train_vq_tokenizer(splits["train"].x0, VQTokenizerSizes(), steps=steps)
+    print("fashion VQ tokenizer on the test images:", reconstruction_report(model, splits["test"].x0))
+    return save_tokenizer(model, out)
+
+
+def fashion_classifier(out: Path) -> Path:
+    """Train the image-token example's feature classifier on Fashion-MNIST pixels; prints its accuracy."""
+    data = IdxImageData(levels=256, batch_size=128)
+    _, accuracy = train_classifier(data, path=str(out), epochs=5)
+    print(f"fashion classifier validation accuracy: {accuracy:.3f}")
+    return out
+
+
+def fashion_teacher(out: Path) -> Path:
+    """Train the image-token example's MaskGIT-style teacher with the CLI and export its network.
+
+    Encodes Fashion-MNIST with the shipped tokenizer first when ``data/fashion_tokens.npz`` is missing
+    (what ``make image-data`` does).
+    """
+    if not FASHION_TOKENS.is_file():
+        root = Path(IdxImageData().root)
+        tokenize_images.main(
+            ["encode", "--tokenizer", "asset:fashion_vq.safetensors", "--out", str(FASHION_TOKENS)]
+            + ["--idx", str(root / "train-images-idx3-ubyte.gz")]
+            + ["--labels", str(root / "train-labels-idx1-ubyte.gz")]
+        )
+    return train_teacher("configs/teacher_image_tokens.yaml", out)
+
+
 ASSETS: dict[str, Callable[[Path], Path]] = {
     "digits_teacher.safetensors": digits_teacher,
     "digits_classifier.safetensors": digits_classifier,
     "shakespeare_tokenizer.json": shakespeare_tokenizer,
     "shakespeare_teacher.safetensors": shakespeare_teacher,
     "shakespeare_evaluator.safetensors": shakespeare_evaluator,
+    "fashion_vq.safetensors": fashion_vq,
+    "fashion_maskgit_teacher.safetensors": fashion_teacher,
+    "fashion_classifier.safetensors": fashion_classifier,
 }
 
 
