@@ -6,7 +6,7 @@ import pickle
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mixdistill.assets import resolve_asset
 from mixdistill.nets.maskgit_vit import MaskGITSizes, MaskGITTransformer
@@ -16,6 +16,7 @@ from mixdistill.safe_load import named_global, read_safetensors
 from mixdistill.sampling.confidence import ConfidenceUnmasking
 from mixdistill.sampling.guidance import ClassifierFreeGuidance
 from mixdistill.sampling.step_rule import StepRule
+from mixdistill.state_match import load_matching_state
 from mixdistill.teachers.base import Teacher
 
 #: Entry of the published ``.pth`` files that holds the transformer's weights.
@@ -57,26 +58,10 @@ def read_maskgit_state(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
-def load_maskgit_state(net: nn.Module, state: dict[str, Tensor], source: str) -> None:
+def load_maskgit_state(net: MaskGITTransformer, state: dict[str, Tensor], source: str) -> None:
     """Load ``state`` into ``net`` strictly; errors name ``source`` and the offending keys."""
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(
-            f"MaskGITTeacher: checkpoint='{source}' does not match MaskGITTransformer({net.sizes}): "
-            f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''} ({len(missing)}), "
-            f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)})."
-        )
-    shapes = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape
-    ]
-    if shapes:
-        raise ValueError(
-            f"MaskGITTeacher: checkpoint='{source}' has tensors of other shapes than the model's (file vs "
-            f"model): {shapes[:3]}; set sizes to the checkpoint's."
-        )
-    net.load_state_dict(state, strict=True)
+    model = f"MaskGITTransformer({net.sizes})"
+    load_matching_state(net, state, source, "MaskGITTeacher", "set sizes to the checkpoint's", model)
 
 
 class MaskGITTeacher(Teacher):

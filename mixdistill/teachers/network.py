@@ -11,6 +11,7 @@ from mixdistill.processes.base import ForwardProcess
 from mixdistill.safe_load import read_safetensors, safe_torch_load
 from mixdistill.sampling.guidance import ClassifierFreeGuidance
 from mixdistill.sampling.step_rule import StepRule
+from mixdistill.state_match import load_matching_state
 from mixdistill.teachers.base import Teacher
 
 
@@ -58,12 +59,11 @@ class NetworkTeacher(Teacher):
         if checkpoint is not None:
             state = load_state_dict(checkpoint)
             state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-            missing, unexpected = self.net.load_state_dict(state, strict=False)
-            if missing or unexpected:
-                raise ValueError(
-                    f"checkpoint='{checkpoint}' (prefix='{prefix}') does not match {type(net).__name__}: "
-                    f"missing {missing[:5]}, unexpected {unexpected[:5]}."
-                )
+            hint = (
+                f"build net ({type(net).__name__}) with the init_args the file was trained with "
+                "(vocab_size, num_states, hidden, ...)"
+            )
+            load_matching_state(self.net, state, checkpoint, "NetworkTeacher", hint, prefix=prefix)
 
     def network_logits(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         return self.net(x_t, t, cond)
