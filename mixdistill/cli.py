@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -10,12 +11,13 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mixdistill.checkpoint_io import install_safe_checkpoint_io
-from mixdistill.cli_errors import unwrap_instantiation_error
+from mixdistill.cli_errors import SETTING_ATTRIBUTE, unwrap_instantiation_error
 from mixdistill.cli_names import import_configurable_classes
 from mixdistill.run_folder import RunFolderInUseError, check_fresh_run_folder, clear_checkpoints
-from mixdistill.safe_load import UnsafeCheckpointError, safe_torch_load
+from mixdistill.safe_load import safe_torch_load
 
 
 class MixDistillCLI(LightningCLI):
@@ -46,7 +48,15 @@ class MixDistillCLI(LightningCLI):
             raise short from None
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # e.g. "No supported gpu backend found!"
+            settings = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+            given = ", ".join(f"trainer.{k}={settings.get(k)!r}" for k in ("accelerator", "devices"))
+            raise MisconfigurationException(
+                f"trainer: {err} ({given}); set trainer.accelerator and trainer.devices to what this "
+                "machine has, e.g. --trainer.accelerator cpu --trainer.devices 1."
+            ) from None
         for cb in trainer.checkpoint_callbacks:
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
@@ -155,17 +165,42 @@ def run(
     )
 
 
+#: Set to 1 to see the Python traceback of an error the console script prints as one line.
+TRACEBACK_VARIABLE = "MIXDISTILL_TRACEBACK"
+
+#: Errors of a bad setting or file, whose message says what to fix: one line, no traceback.
+CLEAR_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    RunFolderInUseError,
+    KeyError,
+    TypeError,
+    FloatingPointError,
+    MisconfigurationException,
+)
+
+
 def main() -> None:
     """Entry point of the ``mixdistill`` console script (returns nothing, so the exit status is 0).
 
-    A refused checkpoint or a run folder in use ends the command with its one-line message (exit 1).
+    A bad setting or file (:data:`CLEAR_ERRORS`, or any error a configured class raised in
+    ``__init__``) ends the command with one ``mixdistill: error: <message>`` line and exit status 1;
+    parse errors exit with 2, as argparse does. ``MIXDISTILL_TRACEBACK=1`` shows the traceback instead.
     """
     try:
         run()
-    except (UnsafeCheckpointError, RunFolderInUseError) as err:
-        sys.exit(f"mixdistill: error: {err}")
+    except Exception as err:
+        if not is_clear_error(err) or os.environ.get(TRACEBACK_VARIABLE) == "1":
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err
+        sys.exit(f"mixdistill: error: {message}")
     finally:
         end_process_group()
+
+
+def is_clear_error(err: BaseException) -> bool:
+    """Whether ``err`` is a bad setting's or file's error, printed as one line by :func:`main`."""
+    return isinstance(err, CLEAR_ERRORS) or getattr(err, SETTING_ATTRIBUTE, None) is not None
 
 
 def end_process_group() -> None:

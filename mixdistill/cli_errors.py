@@ -15,6 +15,10 @@ from types import TracebackType
 #: Folder of jsonargparse's sources (frames there are the wrapping, not the cause).
 JSONARGPARSE = "jsonargparse"
 
+#: Attribute of an unwrapped error that holds the setting's config path (the console script prints
+#: such errors as one line, whatever their type).
+SETTING_ATTRIBUTE = "mixdistill_setting"
+
 
 def chain(err: BaseException) -> list[BaseException]:
     """``err`` and the exceptions it was raised from, outermost first (what Python prints)."""
@@ -73,4 +77,5 @@ def unwrap_instantiation_error(err: BaseException) -> BaseException | None:
         short = type(inner)(message)
     except Exception:  # an exception type that takes other arguments
         short = ValueError(f"{type(inner).__name__}: {message}")
+    setattr(short, SETTING_ATTRIBUTE, path)
     return short

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -73,10 +74,46 @@ def optimizers_for(
     The scheduler steps after every optimizer step by default, so that ``T_max``/``total_steps``
     count the steps that ``trainer.max_steps`` counts (Lightning's own default is once per epoch).
     """
-    opt = optimizer(params)
+    opt = build_from_setting(optimizer, "optimizer", params)
     if lr_scheduler is None:
         return opt
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": lr_scheduler(opt), "interval": interval}}
+    scheduler = build_from_setting(lr_scheduler, "lr_scheduler", opt)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def build_from_setting(factory: Callable[[Any], Any], setting: str, arg: Any) -> Any:
+    """``factory(arg)``, with a ``ValueError`` naming the config setting, the class and its arguments.
+
+    Torch checks an optimizer's (or scheduler's) arguments only when it is built, in
+    ``configure_optimizers`` (before the first step), and its message (``Invalid learning rate:
+    -1.0``) names no setting.
+
+    Args:
+        factory: The configured factory (jsonargparse's partial of the class and its ``init_args``).
+        setting: ``"optimizer"`` or ``"lr_scheduler"``, the setting under ``model.init_args``.
+        arg: The parameters (or the optimizer) to build it for.
+    """
+    try:
+        return factory(arg)
+    except (ValueError, TypeError) as err:
+        candidates = (getattr(factory, "func", None), *getattr(factory, "args", ()), factory)
+        cls = next(c for c in candidates if isinstance(c, type) or c is factory)
+        name = getattr(cls, "__name__", type(cls).__name__)
+        given = ", ".join(f"{k}={v!r}" for k, v in non_default_arguments(cls, factory).items())
+        raise ValueError(
+            f"model.init_args.{setting}: {name}({given}) refused its arguments: {err}. Fix "
+            f"model.init_args.{setting}.init_args in the config."
+        ) from err
+
+
+def non_default_arguments(cls: Any, factory: Any) -> dict[str, Any]:
+    """The keyword arguments of ``factory`` (a partial) whose values differ from ``cls``'s defaults."""
+    given = dict(getattr(factory, "keywords", {}))
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):  # no signature: name them all
+        return given
+    return {k: v for k, v in given.items() if k not in params or repr(params[k].default) != repr(v)}
 
 
 class DistillModule(L.LightningModule):

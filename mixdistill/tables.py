@@ -155,6 +155,12 @@ def load_table(table: str | Path | Tensor | np.ndarray | TableSpec) -> Tensor:
     """A probability table from a tensor, a ``TableSpec`` or a ``.npy``/``.pt`` file, as float64."""
     if isinstance(table, TableSpec):
         table = table.make()
+    if isinstance(table, str) and "\n" in table:
+        raise ValueError(
+            f"table must be a path to a .npy/.pt file; got the contents of a file ({table[:40]!r}): the "
+            "config parser reads a path to another existing file (.txt, .yaml) as its contents. Save the "
+            "table with numpy.save (or torch.save) and give that path."
+        )
     if isinstance(table, (str, Path)):
         path = Path(table)
         if not path.is_file():

@@ -2,6 +2,7 @@
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import mixdistill.cli
 from mixdistill.assets import ASSETS
 from mixdistill.cli import run as main
 
@@ -140,6 +142,28 @@ def test_unknown_config_key_is_rejected_before_training(tmp_path, capsys):
         main(["fit", *tiny_synthetic(tmp_path), "--model.init_args.latnet_dim=2"])
     assert exit_info.value.code not in (0, None)
     assert "latnet_dim" in capsys.readouterr().err
+
+
+def test_console_script_prints_one_line_unless_the_traceback_is_asked_for(tmp_path, monkeypatch):
+    """Invariant: `mixdistill` ends an error a configured class raised with one `mixdistill: error:`
+    line (exit 1) and ends the process group; MIXDISTILL_TRACEBACK=1 lets the exception through; a
+    parse error exits with 2, as argparse does."""
+    ended: list[bool] = []
+    monkeypatch.setattr(mixdistill.cli, "end_process_group", lambda: ended.append(True))
+    bad = ["fit", *tiny_synthetic(tmp_path), "--model.init_args.objective.init_args.latents=0"]
+    monkeypatch.setattr(sys, "argv", ["mixdistill", *bad])
+    with pytest.raises(SystemExit) as err:
+        mixdistill.cli.main()
+    assert str(err.value.code).startswith("mixdistill: error: model.init_args.objective: ")
+    assert "\n" not in str(err.value.code) and ended == [True]
+    monkeypatch.setenv("MIXDISTILL_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="latents=0"):
+        mixdistill.cli.main()
+    misspelt = ["fit", *tiny_synthetic(tmp_path), "--model.init_args.latnet_dim=2"]
+    monkeypatch.setattr(sys, "argv", ["mixdistill", *misspelt])
+    with pytest.raises(SystemExit) as err:
+        mixdistill.cli.main()
+    assert err.value.code == 2 and len(ended) == 3
 
 
 def test_teacher_and_data_vocabulary_mismatch_is_an_error(tmp_path):

@@ -1,6 +1,7 @@
 """TeacherModule and the denoising losses: closed-form weights, the ELBO is tight for the oracle."""
 
 import math
+from functools import partial
 
 import lightning as L
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from mixdistill.data import SyntheticData
 from mixdistill.denoising import CrossEntropyDenoising, MaskedDiffusionELBO
+from mixdistill.module import optimizers_for
 from mixdistill.nets.mlp import MLPDenoiserNet
 from mixdistill.processes import CosineSchedule, LinearSchedule, MaskingProcess, UniformProcess
 from mixdistill.tables import PrototypeTable, enumerate_states
@@ -94,3 +96,14 @@ def test_scheduler_steps_per_optimizer_step_unless_told_per_epoch():
     assert final["step"] == pytest.approx(0.0, abs=1e-12)
     # 12 steps of 5 batches: 2 finished epochs -> lr = (1 + cos(2 pi / 12)) / 2.
     assert final["epoch"] == pytest.approx((1 + math.cos(2 * math.pi / 12)) / 2, rel=1e-9)
+
+
+def test_refused_optimizer_or_scheduler_arguments_name_the_setting():
+    """Invariant: torch's constructor errors (checked only in configure_optimizers) name the setting,
+    the class and its arguments."""
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match=r"model.init_args.optimizer: SGD\(lr=-1.0\).*Invalid learning"):
+        optimizers_for(params, partial(torch.optim.SGD, lr=-1.0), None)
+    scheduler = partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.1, total_steps=-1)
+    with pytest.raises(ValueError, match=r"model.init_args.lr_scheduler: OneCycleLR\(.*total_steps=-1"):
+        optimizers_for(params, partial(torch.optim.SGD, lr=0.1), scheduler)

@@ -140,11 +140,18 @@ class TextData(TensorDataModule):
         return {"origin": origin, "field": self.text_field, "seed": self.seed, "fractions": fractions}
 
     def check_files(self) -> list[Path]:
-        """The files as paths; raises naming a missing file or an unsupported or mixed suffix."""
+        """The files as paths; raises naming a missing or empty file or an unsupported or mixed suffix.
+
+        (``datasets`` fails on a 0-byte file with a bare ``DatasetGenerationError`` naming no file.)
+        """
         paths = [Path(f) for f in self.files or []]
         for p in paths:
             if not p.is_file():
                 raise FileNotFoundError(f"TextData: files contains '{p}', which does not exist.")
+            if p.stat().st_size == 0:
+                raise ValueError(
+                    f"TextData: files contains '{p}', which is empty (0 bytes); drop it or fill it."
+                )
             if p.suffix not in BUILDERS:
                 raise ValueError(f"TextData: files contains '{p}'; suffixes allowed: {sorted(BUILDERS)}.")
         if len({BUILDERS[p.suffix] for p in paths}) > 1:
