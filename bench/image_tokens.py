@@ -10,13 +10,11 @@ docs/benchmarks.md. Needs `make image-data` first.
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from report import fit_and_test, quality_tables, write_section
+from report import quality_tables, run_example
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "image_tokens.yaml"
 
@@ -42,15 +40,9 @@ def render(quality: dict, seconds: float, steps: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", help="keep the run in this folder (default: a temporary one)")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = args.root or tmp
-        quality, cli, seconds = fit_and_test(CONFIG, root, [])
-        text = render(quality, seconds, cli.trainer.global_step)
-    write_section(text)
-    print(text)
+    run_example(
+        CONFIG, lambda q, cli, secs: render(q, secs, cli.trainer.global_step), __doc__.splitlines()[0]
+    )
 
 
 if __name__ == "__main__":

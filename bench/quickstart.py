@@ -4,17 +4,16 @@ Runs `mixdistill fit` and `mixdistill test` on configs/quickstart.yaml, exactly 
 (no overrides but the output folder), and writes the section "## Quickstart: digits, FD-pixels
 against steps" of docs/benchmarks.md with the wall time of the fit.
 
-    python bench/quickstart.py
+    python bench/quickstart.py [--root runs/bench_quickstart]
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from report import fit_and_test, quality_tables, write_section
+from report import quality_tables, run_example
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
 
@@ -38,11 +37,9 @@ def render(quality: dict, seconds: float, steps: int) -> str:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as root:
-        quality, cli, seconds = fit_and_test(CONFIG, root, [])
-        text = render(quality, seconds, cli.trainer.global_step)
-    write_section(text)
-    print(text)
+    run_example(
+        CONFIG, lambda q, cli, secs: render(q, secs, cli.trainer.global_step), __doc__.splitlines()[0]
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mixdistill.cli import MixDistillCLI, run
@@ -46,6 +49,20 @@ def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[dict, Mi
     run(["test", *common, f"--ckpt_path={callback.best_model_path or callback.last_model_path}"])
     quality = json.loads(next(Path(root).rglob("quality.json")).read_text())
     return quality, cli, seconds
+
+
+def run_example(config: Path, render: Callable[[dict, MixDistillCLI, float], str], description: str) -> None:
+    """The ``main`` of an example's benchmark: ``--root`` (default: a temporary folder), fit and
+    test ``config`` there, render the section with ``render(quality, cli, seconds)``, write and print it.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--root", help="keep the run (logs, checkpoints) here instead of a temporary folder")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        quality, cli, seconds = fit_and_test(config, args.root or tmp, [])
+        text = render(quality, cli, seconds)
+    write_section(text)
+    print(text)
 
 
 def side_by_side(rows: list[dict], metric: str) -> list[str]:

@@ -9,13 +9,11 @@ writes the section "## Text: Shakespeare, generative perplexity against steps" o
 
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
 from pathlib import Path
 
 import torch
-from report import fit_and_test, quality_tables, write_section
+from report import quality_tables, run_example
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "text.yaml"
 
@@ -52,14 +50,11 @@ def render(quality: dict, data: dict, seconds: float, steps: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", help="keep the run (logs, checkpoints) here instead of a temporary folder")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        quality, cli, seconds = fit_and_test(CONFIG, args.root or tmp, [])
-        text = render(quality, data_row(cli), seconds, cli.trainer.global_step)
-    write_section(text)
-    print(text)
+    run_example(
+        CONFIG,
+        lambda q, cli, secs: render(q, data_row(cli), secs, cli.trainer.global_step),
+        __doc__.splitlines()[0],
+    )
 
 
 if __name__ == "__main__":
