@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from mixdistill.callbacks.random_state import RandomStateCheckpoint
 from mixdistill.checkpoint_io import install_safe_checkpoint_io
 from mixdistill.cli_errors import SETTING_ATTRIBUTE, unwrap_instantiation_error
 from mixdistill.cli_names import import_configurable_classes
@@ -61,6 +62,8 @@ class MixDistillCLI(LightningCLI):
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
         install_safe_checkpoint_io(trainer)
+        if not any(isinstance(cb, RandomStateCheckpoint) for cb in trainer.callbacks):
+            trainer.callbacks.insert(0, RandomStateCheckpoint())  # exact resume: the random streams
         return trainer
 
     def _parse_ckpt_path(self) -> None:

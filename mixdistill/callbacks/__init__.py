@@ -1,7 +1,8 @@
-"""Callbacks: student-only EMA, sample logging and training schedules."""
+"""Callbacks: student-only EMA, sample logging, training schedules and the saved random state."""
 
 from mixdistill.callbacks.ema import StudentEMA
 from mixdistill.callbacks.monitor import QualityMonitor
+from mixdistill.callbacks.random_state import RandomStateCheckpoint
 from mixdistill.callbacks.samples import SampleLogger
 from mixdistill.callbacks.schedules import LossWeightSchedule, MultiRoundDistillation, TeacherStepSchedule
 
@@ -9,6 +10,7 @@ __all__ = [
     "LossWeightSchedule",
     "MultiRoundDistillation",
     "QualityMonitor",
+    "RandomStateCheckpoint",
     "SampleLogger",
     "StudentEMA",
     "TeacherStepSchedule",

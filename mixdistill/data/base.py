@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from mixdistill.data.resumable import EpochSampler, ResumableLoader, shuffle_seed
+
 SPLITS = ("train", "val", "test")
 
 
@@ -260,23 +262,42 @@ class TensorDataModule(L.LightningDataModule, ABC):
 
     # ----- loaders ------------------------------------------------------------------------------
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
+        """The ``split``'s loader in source order; its own generator seeds the workers."""
         return DataLoader(
             ArrayDataset(self.splits[split]),
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
+            batch_size=self.eval_batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def train_dataloader(self) -> ResumableLoader:
+        """Shuffled by ``(seed, epoch)`` alone and resumable mid-epoch (``mixdistill.data.resumable``)."""
+        dataset = ArrayDataset(self.splits["train"])
+        trainer = self.trainer
+        ranks = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return ResumableLoader(
+            dataset,
+            EpochSampler(dataset, shuffle_seed(self.seed), *ranks),
+            self._train_position,
+            batch_size=self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def _train_position(self) -> tuple[int, int]:
+        """``(epoch, batches trained in it)`` of the running fit; a finished epoch is the next one's start."""
+        loop = self.trainer.fit_loop
+        epoch = loop.epoch_progress.current.completed
+        trained = loop.epoch_loop.batch_progress.current.processed
+        return (epoch + 1, 0) if trained >= self.trainer.num_training_batches else (epoch, trained)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         """``predict`` generates samples, so its batches come from the model's ``predict_dataloader``."""
