@@ -28,7 +28,7 @@ def render(quality: dict, seconds: float, steps: int) -> str:
         f"`mixdistill fit --config configs/image_tokens.yaml` took {seconds / 60:.1f} min for {steps} steps,",
         "then `mixdistill test` on the kept checkpoint (best 4-step FD-fashion on the validation split)",
         f"drew {meta['num_samples']} class-conditional samples per row with the same seed (labels drawn",
-        "uniformly; confidence unmasking with Gumbel noise 4.5 annealed and guidance weight 3 ramped, for",
+        "uniformly; confidence unmasking with Gumbel noise 4.5 annealed and guidance weight 1 ramped, for",
         "teacher and student alike). Samples are decoded by the shipped VQ tokenizer; FD-fashion is the",
         "Frechet distance of the 64 penultimate features of the shipped Fashion-MNIST classifier between",
         "the decoded samples and the decoded tokens of the held-out 5% test split; class-acc is how often",
