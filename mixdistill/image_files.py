@@ -7,13 +7,14 @@ Fashion-MNIST) gives grey images, and an IDX labels file beside it their labels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from torchvision.utils import make_grid
 
 from mixdistill.data.idx_images import read_idx
 
@@ -119,15 +120,16 @@ def fit_square(img: Image.Image, size: int) -> Image.Image:
 
 
 def image_grid(images: np.ndarray, per_row: int = GRID_ROW, pad: int = 2) -> np.ndarray:
-    """Images ``(N, H, W[, 3])`` uint8 tiled ``per_row`` to a row, ``pad`` black pixels between."""
-    n, h, w = images.shape[:3]
-    cols = min(per_row, n)
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, *images.shape[3:]), dtype=np.uint8)
-    for k, img in enumerate(images):
-        top, left = pad + (k // cols) * (h + pad), pad + (k % cols) * (w + pad)
-        grid[top : top + h, left : left + w] = img
-    return grid
+    """Images ``(N, H, W[, 3])`` uint8 tiled ``per_row`` to a row, ``pad`` black pixels between.
+
+    torchvision's ``make_grid`` (as the sample grids of ``mixdistill.image_grid``), kept in uint8 so
+    that the grid's pixels are the images' own.
+    """
+    grey = images.ndim == 3
+    t = torch.from_numpy(np.ascontiguousarray(images))
+    t = t.unsqueeze(1) if grey else t.permute(0, 3, 1, 2)  # (N, C, H, W)
+    grid = make_grid(t, nrow=min(per_row, len(images)), padding=pad, pad_value=0)  # (3, H', W')
+    return (grid[0] if grey else grid.permute(1, 2, 0)).contiguous().numpy()
 
 
 def write_pngs(images: np.ndarray, out: Path, start: int) -> None:
