@@ -30,8 +30,11 @@ def write_section(text: str, doc: Path = DOC) -> None:
     doc.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in sections))
 
 
-def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[dict, MixDistillCLI, float]:
-    """``mixdistill fit`` then ``mixdistill test`` on ``config`` under ``root``.
+def fit_and_test(
+    config: Path, root: str, fit_args: list[str], model_args: list[str] | None = None
+) -> tuple[dict, MixDistillCLI, float]:
+    """``mixdistill fit`` (with ``fit_args`` and ``model_args``) then ``mixdistill test`` (with
+    ``model_args``, which must also describe the checkpoint's model) on ``config`` under ``root``.
 
     Returns ``quality.json`` (``rows`` and ``meta``), the fit CLI (trainer and model) and the fit's
     wall seconds.
@@ -41,12 +44,16 @@ def fit_and_test(config: Path, root: str, fit_args: list[str]) -> tuple[dict, Mi
         str(config),
         f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",
+        *(model_args or []),
     ]
     start = time.perf_counter()
     cli = run(["fit", *common, *fit_args])
     seconds = time.perf_counter() - start
-    callback = cli.trainer.checkpoint_callback  # the monitored best checkpoint where there is one
-    run(["test", *common, f"--ckpt_path={callback.best_model_path or callback.last_model_path}"])
+    # The monitored best checkpoint where one was written, else the latest periodic one.
+    callbacks = cli.trainer.checkpoint_callbacks
+    best = [c.best_model_path for c in callbacks if c.monitor and c.best_model_path]
+    last = [c.last_model_path for c in callbacks if c.last_model_path]
+    run(["test", *common, f"--ckpt_path={(best + last)[0]}"])
     quality = json.loads(next(Path(root).rglob("quality.json")).read_text())
     return quality, cli, seconds
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from lambda_use import lambda_use
 from report import write_section
 
 from mixdistill.cli import run
@@ -47,18 +46,6 @@ VARIANTS: dict[str, list[str]] = {
         "--model.init_args.objective.init_args.corr_weight.init_args.scale=1.0",
     ],
 }
-
-
-@torch.no_grad()
-def lambda_use(student, latents: int = 16, batch: int = 16) -> float:
-    """Mean over lambdas of sum_d KL(p_lambda^d || pbar^d) / D at t = 1, in nats per token."""
-    x = student.process.prior((batch, student.num_dims))
-    t = torch.ones(batch)
-    lam = student.sample_latent(batch, latents)
-    logp = student.denoise_latent(x, t, None, lam).float().log_softmax(-1)  # (B, n, D, S)
-    pbar = torch.logsumexp(logp, 1, keepdim=True) - math.log(latents)
-    kl = (logp.exp() * (logp - pbar)).sum(-1)  # (B, n, D)
-    return float(kl.mean())
 
 
 def evaluate(cli, steps: list[int], samples: int, teacher_too: bool) -> list[dict]:

@@ -1,6 +1,7 @@
 """MaskGITTeacher: the published checkpoint layout loads strictly and reproduces the published forward;
 guidance, sampling and the student's extra token; the tiny config fits and tests through the CLI."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -221,6 +222,30 @@ def test_student_extra_token_follows_the_published_student(loaded):
         back = student.base.network_logits(x, torch.ones(3), y)
     assert torch.allclose(got, ref[..., :-1], atol=1e-4)
     assert torch.allclose(back, teacher.network_logits(x, torch.ones(3), y), atol=1e-5)
+
+
+def test_extra_token_student_checkpoint_holds_the_backbone_once(loaded):
+    """Invariant: the lambda-token student's state dict holds each backbone weight once (the injection
+    adds only its embedding), a copy's injection drives the copy's backbone, and a state dict written
+    with the duplicated backbone (before the fix) still loads strictly to the same logits."""
+    teacher, _ = loaded
+    student = MixtureStudent.from_teacher(teacher, ExtraTokenInjection("net", hidden=16, freq_dim=8)).eval()
+    keys = list(student.state_dict())
+    assert [k for k in keys if k.startswith("injection.")] == [
+        f"injection.embedding.mlp.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
+    ]
+    twin = copy.deepcopy(student)
+    assert twin.injection._target is twin.base.net and twin.injection._target is not student.base.net
+    legacy = student.state_dict()
+    legacy.update({f"injection._target.{k}": v for k, v in student.base.net.state_dict().items()})
+    fresh = MixtureStudent.from_teacher(teacher, ExtraTokenInjection("net", hidden=16, freq_dim=8)).eval()
+    fresh.load_state_dict(legacy, strict=True)
+    x, y = inputs()
+    lam = torch.rand(3, 1)
+    with torch.no_grad():
+        assert torch.equal(
+            fresh.network_logits(x, torch.ones(3), y, lam), student.network_logits(x, torch.ones(3), y, lam)
+        )
 
 
 def test_tiny_config_fits_and_tests_through_the_cli(tmp_path):

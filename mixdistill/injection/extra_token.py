@@ -40,7 +40,10 @@ class ExtraTokenInjection(LatentInjection):
         super().__init__()
         self.module, self.hidden, self.freq_dim, self.zero_init = module, hidden, freq_dim, zero_init
         self.embedding: LatentEmbedding | None = None
-        self._target: nn.Module | None = None
+        # The backbone is a part of the student already: kept outside nn.Module's registry, else
+        # every checkpoint would hold its weights twice (once more under "injection._target.").
+        self.__dict__["_target"] = None
+        self._register_load_state_dict_pre_hook(_drop_duplicated_backbone)
 
     def attach(self, model: nn.Module, latent_dim: int) -> None:
         target = find_submodule(model, self.module, "ExtraTokenInjection: module")
@@ -53,7 +56,15 @@ class ExtraTokenInjection(LatentInjection):
         if not self.zero_init:
             last = self.embedding.mlp[-1]
             nn.init.normal_(last.weight, std=last.in_features**-0.5)
-        self._target = target
+        self.__dict__["_target"] = target
 
     def set_latent(self, lam: Tensor | None) -> None:
         self._target.latent_token = None if lam is None else self.embedding(lam)  # (B, H)
+
+
+def _drop_duplicated_backbone(state: dict, prefix: str, *args) -> None:
+    """Checkpoints written before the backbone was unregistered hold a second copy of its weights
+    under ``<prefix>_target.``; the backbone is loaded from its own keys, so that copy is dropped.
+    """
+    for key in [k for k in state if k.startswith(prefix + "_target.")]:
+        del state[key]
