@@ -29,11 +29,17 @@ CORR_1 = [
     "--model.init_args.objective.init_args.corr_weight=mixdistill.di4c.weights.ConstantWeight",
     "--model.init_args.objective.init_args.corr_weight.init_args.value=1.0",
 ]
+LABELS = "--model.init_args.objective.init_args.label_dropout=0.1"
+EMA = '--trainer.callbacks+={"class_path": "mixdistill.callbacks.StudentEMA", "init_args": {"decay": 0.99}}'
 VARIANTS: dict[str, list[str]] = {
     "paper: extra token, random projection": [],
     "extra token, zero-initialised projection": ["--model.init_args.injection.init_args.zero_init=true"],
     "additive lambda on every token embedding (exact at init)": ADDITIVE,
     "additive, data correlation weight 1 at every t": ADDITIVE + CORR_1,
+    "paper, 10% of the labels dropped (unconditional branch distilled too)": [LABELS],
+    "additive, 10% of the labels dropped": ADDITIVE + [LABELS],
+    "paper, lr 1e-5 (the paper's MaskGIT lr)": ["--model.init_args.optimizer.init_args.lr=1e-5"],
+    "paper, student EMA 0.99": [EMA],
 }
 
 

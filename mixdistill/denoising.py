@@ -87,5 +87,12 @@ class ClassDropout(DenoisingLoss):
                 "ClassDropout needs class labels (cond) in the batch; this data serves none. Use the "
                 "inner loss alone for unconditional data."
             )
-        drop = torch.rand(cond.shape, device=cond.device) < self.p
-        return self.loss(model, x0, torch.where(drop, torch.full_like(cond, model.num_classes), cond))
+        return self.loss(model, x0, drop_labels(cond, self.p, model.num_classes))
+
+
+def drop_labels(cond: Tensor, p: float, null: int) -> Tensor:
+    """``cond`` ``(B,)`` with each label replaced by ``null`` (the "no class" label) with probability
+    ``p``, drawn from the global generator.
+    """
+    drop = torch.rand(cond.shape, device=cond.device) < p
+    return torch.where(drop, torch.full_like(cond, null), cond)

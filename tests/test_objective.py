@@ -284,3 +284,40 @@ def test_bad_arguments_raise_value_error_naming_them(factory, name):
     """Invalid settings raise ValueError whose message names the argument."""
     with pytest.raises(ValueError, match=name):
         factory()
+
+
+def test_label_dropout_relabels_teacher_and_student_alike(problem):
+    """Invariant: with label_dropout p the teacher's targets and the student's logits see the same
+    labels, of which a fraction p (binomial, 4 sigma) is the "no class" label and the rest are the
+    data's own; p = 0 passes the labels through, and p > 0 without labels is refused by name."""
+    teacher, student, x0 = problem
+    x0 = x0.repeat(100, 1)  # (3200, D)
+    cond = torch.randint(4, (x0.shape[0],))
+    seen: dict[str, list[Tensor]] = {"teacher": [], "student": []}
+    t_orig, s_orig = teacher.log_marginal, student.denoise_latent
+
+    def teacher_spy(x_t, t, c=None):
+        seen["teacher"].append(c)
+        return t_orig(x_t, t)  # the oracle itself takes no labels
+
+    def student_spy(x_t, t, c, lam):
+        seen["student"].append(c)
+        return s_orig(x_t, t, None, lam)
+
+    teacher.log_marginal, student.denoise_latent = teacher_spy, student_spy
+    teacher.num_classes = 4  # label 4 is then "no class"
+    torch.manual_seed(7)
+    Di4CObjective(SDTTTimes(p_distil=0.0), latents=2, label_dropout=0.3)(teacher, student, x0, cond)
+    got = seen["teacher"][0]
+    assert torch.equal(seen["student"][0], got)
+    dropped = got == 4
+    assert torch.equal(got[~dropped], cond[~dropped])
+    n = x0.shape[0]
+    assert abs(float(dropped.float().mean()) - 0.3) < 4 * math.sqrt(0.3 * 0.7 / n)
+    seen["teacher"].clear()
+    Di4CObjective(SDTTTimes(p_distil=0.0), latents=2)(teacher, student, x0, cond)
+    assert torch.equal(seen["teacher"][0], cond)
+    with pytest.raises(ValueError, match="label_dropout=0.3"):
+        Di4CObjective(label_dropout=0.3)(teacher, student, x0, None)
+    with pytest.raises(ValueError, match="label_dropout=1.0"):
+        Di4CObjective(label_dropout=1.0)

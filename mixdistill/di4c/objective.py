@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mixdistill.denoising import drop_labels
 from mixdistill.di4c.base import Objective
 from mixdistill.di4c.fused_losses import di4c_loss_terms
 from mixdistill.di4c.losses import mixture_log_marginal
@@ -30,6 +31,10 @@ class Di4CObjective(Objective):
         data_loss: Include the data loss (the paper's "-d" variants).
         weights: Global multipliers of the three terms, ``{"distil": 1, "consis": 1, "data": 1}`` by
             default; ``LossWeightSchedule`` changes them during training.
+        label_dropout: Probability that an example's class label becomes the "no class" label for
+            the teacher and the student alike. A student sampled with classifier-free guidance needs
+            it: otherwise its unconditional predictions are never distilled and drift with the
+            shared weights, and guidance amplifies the drift (MaskGIT's teachers drop 10%).
     """
 
     def __init__(
@@ -40,10 +45,14 @@ class Di4CObjective(Objective):
         control_variates: bool = True,
         data_loss: bool = True,
         weights: dict[str, float] | None = None,
+        label_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if latents < 1:
             raise ValueError(f"Di4CObjective: latents={latents} must be at least 1.")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"Di4CObjective: label_dropout={label_dropout} must lie in [0, 1).")
+        self.label_dropout = label_dropout
         self.times = times if times is not None else SDTTTimes()
         self.corr_weight = corr_weight if corr_weight is not None else SigmoidWeight()
         self.latents, self.control_variates, self.use_data = latents, control_variates, data_loss
@@ -92,6 +101,13 @@ class Di4CObjective(Objective):
         self, teacher: Teacher, student: MixtureStudent, x0: Tensor, cond: Tensor | None = None
     ) -> dict[str, Tensor]:
         """Loss on a batch of clean data ``x0`` ``(B, D)``; returns ``loss`` and its parts (means)."""
+        if self.label_dropout > 0:
+            if cond is None:
+                raise ValueError(
+                    f"Di4CObjective: label_dropout={self.label_dropout} needs class labels (cond) in the "
+                    "batch; this data serves none. Set label_dropout: 0 for unconditional data."
+                )
+            cond = drop_labels(cond, self.label_dropout, teacher.num_classes)
         draw = self.times.draw(x0.shape[0], x0.device)
         x_t = teacher.process.corrupt(x0, draw.t)
         logits = self.student_logits(student, x_t, draw.t, cond)  # (B, n, D, S)
