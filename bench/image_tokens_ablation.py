@@ -30,6 +30,7 @@ CORR_1 = [
     "--model.init_args.objective.init_args.corr_weight.init_args.value=1.0",
 ]
 LABELS = "--model.init_args.objective.init_args.label_dropout=0.1"
+ANCESTRAL = "--model.init_args.teacher.init_args.consistency_rule=mixdistill.sampling.step_rule.AncestralStep"
 EMA = '--trainer.callbacks+={"class_path": "mixdistill.callbacks.StudentEMA", "init_args": {"decay": 0.99}}'
 VARIANTS: dict[str, list[str]] = {
     "paper: extra token, random projection": [],
@@ -38,6 +39,8 @@ VARIANTS: dict[str, list[str]] = {
     "additive, data correlation weight 1 at every t": ADDITIVE + CORR_1,
     "paper, 10% of the labels dropped (unconditional branch distilled too)": [LABELS],
     "additive, 10% of the labels dropped": ADDITIVE + [LABELS],
+    "paper, labels dropped, ancestral teacher step in the target": [LABELS, ANCESTRAL],
+    "additive, labels dropped, ancestral teacher step in the target": ADDITIVE + [LABELS, ANCESTRAL],
     "paper, lr 1e-5 (the paper's MaskGIT lr)": ["--model.init_args.optimizer.init_args.lr=1e-5"],
     "paper, student EMA 0.99": [EMA],
 }

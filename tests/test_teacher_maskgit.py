@@ -13,7 +13,8 @@ from torch.nn import functional as F
 from mixdistill.cli import run as main
 from mixdistill.injection import ExtraTokenInjection
 from mixdistill.nets.maskgit_vit import MaskGITSizes, MaskGITTransformer
-from mixdistill.sampling.step_rule import StepContext
+from mixdistill.sampling.confidence import ConfidenceUnmasking
+from mixdistill.sampling.step_rule import AncestralStep, StepContext
 from mixdistill.student import MixtureStudent
 from mixdistill.teachers.maskgit import MaskGITTeacher
 
@@ -246,6 +247,34 @@ def test_extra_token_student_checkpoint_holds_the_backbone_once(loaded):
         assert torch.equal(
             fresh.network_logits(x, torch.ones(3), y, lam), student.network_logits(x, torch.ones(3), y, lam)
         )
+
+
+def test_consistency_rule_replaces_the_confidence_step_of_the_target(loaded):
+    """Invariant: with consistency_rule=AncestralStep() the target's teacher step keeps every revealed
+    token and unmasks each masked one independently with probability (alpha(s) - alpha(t)) /
+    (1 - alpha(t)) (binomial, 4 sigma), whereas the confidence rule unmasks the same count in every
+    copy; sampling keeps the confidence rule."""
+    _, state = loaded
+    teacher = MaskGITTeacher(None, SIZES, consistency_rule=AncestralStep()).freeze()
+    teacher.net.load_state_dict(state)
+    mask, D, n = SIZES.codebook_size, SIZES.grid**2, 400
+    x = torch.full((2, D), mask)
+    x[:, :3] = torch.tensor([1, 2, 3])
+    t, s = torch.full((2,), 0.7), torch.full((2,), 0.5)
+    y = torch.tensor([0, 1])
+    torch.manual_seed(0)
+    x_u = teacher.consistency_step(x, t, s, y, n)  # (2, n, D)
+    assert torch.equal(x_u[..., :3], x[:, None, :3].expand(2, n, 3))
+    a_t, a_s = (float(teacher.process.schedule.alpha(v)[0]) for v in (t, s))
+    p = (a_s - a_t) / (1 - a_t)
+    revealed = (x_u[..., 3:] != mask).float().mean()
+    assert abs(float(revealed) - p) < 4 * (p * (1 - p) / (2 * n * (D - 3))) ** 0.5
+    counts = (teacher.consistency_step(x, t, s, y, n) != mask).sum(-1)
+    assert counts.unique().numel() > 1  # random counts: not the confidence rule's fixed number
+    confident = MaskGITTeacher(None, SIZES).freeze()
+    confident.net.load_state_dict(state)
+    assert (confident.consistency_step(x, t, s, y, n) != mask).sum(-1).unique().numel() == 1
+    assert isinstance(teacher.step_rule, ConfidenceUnmasking)
 
 
 def test_tiny_config_fits_and_tests_through_the_cli(tmp_path):

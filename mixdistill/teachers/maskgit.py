@@ -86,6 +86,10 @@ class MaskGITTeacher(Teacher):
         guide_consistency: Guide the teacher step of the Di4C consistency target too. The authors'
             fork does not (``one_step_denoise`` with ``cfg_w=0``), so by default that step uses the
             conditional logits, which ``log_marginal`` also gives (one teacher call per input).
+        consistency_rule: Step rule of the teacher step of the consistency target; ``None`` is
+            ``step_rule`` (the authors'). ``AncestralStep()`` unmasks uniformly random positions, so
+            that the target's marginal equals the teacher's in expectation; the confidence rule
+            reveals the tokens it is surest of, which biases the marginal of the rest.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class MaskGITTeacher(Teacher):
         step_rule: StepRule | None = None,
         guidance: ClassifierFreeGuidance | None = None,
         guide_consistency: bool = False,
+        consistency_rule: StepRule | None = None,
     ) -> None:
         sizes = sizes if sizes is not None else MaskGITSizes()
         guidance = guidance if guidance is not None else ClassifierFreeGuidance(3.0, ramp=True)
@@ -107,7 +112,7 @@ class MaskGITTeacher(Teacher):
         )
         self.net = MaskGITTransformer(sizes)
         self.latent_layer = None  # lambda enters as an extra token: ExtraTokenInjection(module="net")
-        self.guide_consistency = guide_consistency
+        self.guide_consistency, self.consistency_rule = guide_consistency, consistency_rule
         if checkpoint is not None:
             load_maskgit_state(self.net, read_maskgit_state(checkpoint), checkpoint)
 
@@ -133,4 +138,8 @@ class MaskGITTeacher(Teacher):
         """``num_samples`` teacher steps ``t -> s`` ``(B, n, D)``, guided only if ``guide_consistency``."""
         if logits is None and not self.guide_consistency:
             logits = self.denoise(x_t, t, cond)
-        return super().consistency_step(x_t, t, s, cond, num_samples, logits)
+        if self.consistency_rule is None:
+            return super().consistency_step(x_t, t, s, cond, num_samples, logits)
+        if logits is None:
+            logits = self.sampling_logits(x_t, t, cond)
+        return self.consistency_rule.step(self.process, x_t, logits, t, s, num_samples, None)
