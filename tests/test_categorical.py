@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mixdistill.sampling import categorical
 from mixdistill.sampling.categorical import NEG_INF, sample_from_logits, sample_from_probs
 
 N = 40000
@@ -114,3 +115,20 @@ def test_generator_reproducible(fn):
     torch.manual_seed(9)
     e = fn(inp, 100)
     torch.testing.assert_close(d, e, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("fn", [sample_from_probs, sample_from_logits])
+def test_chunking_changes_neither_the_draws_nor_the_input(fn, monkeypatch):
+    """The float64 copies are made a few rows at a time to bound memory: the draws from one seed
+    are those of a single whole-tensor pass (the uniforms come from the stream in the same order),
+    and the caller's float64 tensor is not modified in place."""
+    values = torch.rand(5, 7, 11, dtype=torch.float64)
+    if fn is sample_from_logits:
+        values = values.log()
+    kept = values.clone()
+    whole = fn(values, 3, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(categorical, "CHUNK_ELEMENTS", 2 * 11)  # two rows per chunk
+    chunked = fn(values, 3, generator=torch.Generator().manual_seed(0))
+    assert whole.shape == (5, 7, 3)
+    assert torch.equal(whole, chunked)
+    assert torch.equal(values, kept)
