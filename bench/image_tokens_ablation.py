@@ -32,8 +32,12 @@ CORR_1 = [
 LABELS = "--model.init_args.objective.init_args.label_dropout=0.1"
 ANCESTRAL = "--model.init_args.teacher.init_args.consistency_rule=mixdistill.sampling.step_rule.AncestralStep"
 EMA = '--trainer.callbacks+={"class_path": "mixdistill.callbacks.StudentEMA", "init_args": {"decay": 0.99}}'
+STEP = "--model.init_args.objective.init_args.times.init_args.step={}"
+LR_5 = "--model.init_args.optimizer.init_args.lr=1e-5"
+BEST = [LR_5, LABELS, ANCESTRAL]
 VARIANTS: dict[str, list[str]] = {
     "paper: extra token, random projection": [],
+    "control: paper at lr 0 (the student as initialised)": ["--model.init_args.optimizer.init_args.lr=0.0"],
     "extra token, zero-initialised projection": ["--model.init_args.injection.init_args.zero_init=true"],
     "additive lambda on every token embedding (exact at init)": ADDITIVE,
     "additive, data correlation weight 1 at every t": ADDITIVE + CORR_1,
@@ -41,8 +45,12 @@ VARIANTS: dict[str, list[str]] = {
     "additive, 10% of the labels dropped": ADDITIVE + [LABELS],
     "paper, labels dropped, ancestral teacher step in the target": [LABELS, ANCESTRAL],
     "additive, labels dropped, ancestral teacher step in the target": ADDITIVE + [LABELS, ANCESTRAL],
-    "paper, lr 1e-5 (the paper's MaskGIT lr)": ["--model.init_args.optimizer.init_args.lr=1e-5"],
+    "paper, lr 1e-5 (the paper's MaskGIT lr)": [LR_5],
+    "paper, lr 1e-5, labels dropped": [LR_5, LABELS],
+    "paper, lr 1e-5, labels dropped, ancestral teacher step in the target": [LR_5, LABELS, ANCESTRAL],
     "paper, student EMA 0.99": [EMA],
+    "paper, lr 1e-5, labels dropped, ancestral, teacher step 0.1": [*BEST, STEP.format(0.1)],
+    "paper, lr 1e-5, labels dropped, ancestral, teacher step 0.2": [*BEST, STEP.format(0.2)],
 }
 
 
@@ -100,6 +108,11 @@ def render(results: dict, args: argparse.Namespace) -> str:
             for n, r in sorted(teacher.items())
         )
         + ".",
+        "",
+        "The control (lr 0) is the student as initialised: the teacher's weights plus an untrained, "
+        "randomly projected lambda token. A trained row worse than it is one where training made the "
+        "student worse; a row better than the teacher but not than the control owes that to the random "
+        "token, not to distillation.",
         "",
         "| variant | lambda use | student@2 FD-fashion | student@4 FD-fashion | class-acc @2 / @4 "
         "| fit min |",
