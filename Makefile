@@ -12,8 +12,9 @@ install:
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test]'
 
+# One pytest-xdist worker per core (tests/conftest.py splits torch's threads between them).
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 lint:
 	$(VENV)/bin/ruff check .

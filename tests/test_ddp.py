@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parent / "ddp_script.py"
@@ -19,6 +20,7 @@ def run(mode: str, out: Path) -> torch.Tensor:
     return torch.load(out)
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
     """Invariant: with a deterministic loss, 2-process DDP (batch 8 each) takes the same SGD steps as
     one process with batch 16, and both ranks end with identical weights."""

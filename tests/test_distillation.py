@@ -2,8 +2,8 @@
 
 The Di4C tests train the recipe of configs/synthetic.yaml (MLP student with N(0, 1) token
 embeddings, MaskGIT gating with distillation weight 1, 32 lambdas per example, Adam with cosine
-decay) for 1000 steps and measure the exact TV of the N-step samplers by enumeration (students:
-lambda by quadrature).
+decay) for 1000 steps (500 where the margin is wide) and measure the exact TV of the N-step
+samplers by enumeration (students: lambda by quadrature).
 """
 
 import pytest
@@ -48,13 +48,15 @@ def exact_tv(model, steps: int, table: Tensor) -> float:
     return float(total_variation(sampler_distribution(model, steps, nodes=512), table.flatten()))
 
 
+@pytest.mark.slow
 def test_mixture_student_beats_product_sampler_at_few_steps():
     """Invariant (issue 2): at 1 and 2 steps the student's exact TV is below the oracle product
     sampler's at the same steps, and at or below the product sampler's at 4x the steps."""
     # Three noisy prototypes (the configs/synthetic.yaml table): each component is a product, so a
     # mixture student can represent the data exactly while a product step cannot.
     table = PrototypeTable(vocab_size=3, num_dims=4, num_prototypes=3, temperature=0.25, seed=0).make()
-    teacher, student = distil(table)
+    # 500 steps: the student's TV is 0.034 / 0.031 at 1 / 2 steps then, the bounds 0.64 / 0.17.
+    teacher, student = distil(table, steps=500)
     tv = {("teacher", n): exact_tv(teacher, n, table) for n in (1, 2, 4, 8)}
     tv |= {("student", n): exact_tv(student, n, table) for n in (1, 2)}
     print(tv)
@@ -63,6 +65,7 @@ def test_mixture_student_beats_product_sampler_at_few_steps():
         assert tv[("student", n)] <= tv[("teacher", 4 * n)]
 
 
+@pytest.mark.slow
 def test_checksum_student_at_2_steps_beats_product_sampler_at_8():
     """Invariant (issue 11): on a table whose last token is a function of the others (a checksum
     mod 3 of three prototype-correlated tokens), the 2-step student's exact TV is below the oracle

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from cli_args import tiny_synthetic
@@ -90,6 +91,7 @@ def train_losses(root: Path) -> list[dict[int, float]]:
     return runs
 
 
+@pytest.mark.slow
 def test_sigkilled_fit_resumes_the_same_run(tmp_path):
     """Invariant: killed at step KILL (last checkpoint at 16, mid-epoch, in round 1 with a promoted
     teacher), resumed with --ckpt_path last, the run logs bitwise the same train loss at every step
