@@ -28,6 +28,7 @@ bench:
 	$(PY) bench/loss_bench.py
 	$(PY) bench/synthetic.py
 	$(PY) bench/quickstart.py
+	$(PY) bench/paper_memory.py --validate
 
 assets: text-data fashion-mnist
 	$(PY) -m mixdistill.assets.build
