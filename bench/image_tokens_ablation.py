@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from lambda_use import lambda_use
-from report import fit_and_test, write_section
+from report import ablation_args, fit_and_test, write_section
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "image_tokens.yaml"
 ADDITIVE = [
@@ -55,13 +55,7 @@ VARIANTS: dict[str, list[str]] = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=250)
-    parser.add_argument("--samples", type=int, default=2000)
-    parser.add_argument("--only", nargs="*", help="variant names (substrings) to run")
-    parser.add_argument("--out", default="runs/image_tokens_ablation.json")
-    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
-    args = parser.parse_args()
+    args = ablation_args(__doc__.splitlines()[0], 250, 2000, "runs/image_tokens_ablation.json")
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     for name, overrides in VARIANTS.items():
         if args.render or (args.only and not any(o in name for o in args.only)):

@@ -58,6 +58,18 @@ def fit_and_test(
     return quality, cli, seconds
 
 
+def ablation_args(description: str, steps: int, samples: int, out: str) -> argparse.Namespace:
+    """The command line every ablation script takes: fit ``--steps``, evaluate ``--samples``, run
+    ``--only`` some variants, keep results in ``--out``, or ``--render`` the section from them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=steps, help="fit steps of every variant")
+    parser.add_argument("--samples", type=int, default=samples, help="samples per evaluated row")
+    parser.add_argument("--only", nargs="*", help="variant names (substrings) to run")
+    parser.add_argument("--out", default=out, help="JSON of the results so far (rows are added)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
+    return parser.parse_args()
+
+
 def run_example(config: Path, render: Callable[[dict, MixDistillCLI, float], str], description: str) -> None:
     """The ``main`` of an example's benchmark: ``--root`` (default: a temporary folder), fit and
     test ``config`` there, render the section with ``render(quality, cli, seconds)``, write and print it.

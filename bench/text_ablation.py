@@ -11,14 +11,13 @@ the mean KL between one lambda's product component and the mixture marginal at t
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
 from lambda_use import lambda_use
-from report import write_section
+from report import ablation_args, write_section
 
 from mixdistill.cli import run
 
@@ -61,13 +60,7 @@ def evaluate(cli, steps: list[int], samples: int, teacher_too: bool) -> list[dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--only", nargs="*", help="variant names (substrings) to run")
-    parser.add_argument("--out", default="runs/text_ablation.json")
-    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
-    args = parser.parse_args()
+    args = ablation_args(__doc__.splitlines()[0], 400, 256, "runs/text_ablation.json")
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     if args.render:
         write_section(render(results, args.samples))
