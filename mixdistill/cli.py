@@ -10,13 +10,14 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from mixdistill.callbacks.random_state import RandomStateCheckpoint
 from mixdistill.checkpoint_io import install_safe_checkpoint_io
 from mixdistill.cli_errors import SETTING_ATTRIBUTE, unwrap_instantiation_error
 from mixdistill.cli_names import import_configurable_classes
+from mixdistill.cli_parser import ShortUsageParser
 from mixdistill.run_folder import RunFolderInUseError, check_fresh_run_folder, clear_checkpoints
 from mixdistill.safe_load import safe_torch_load
 
@@ -37,6 +38,8 @@ class MixDistillCLI(LightningCLI):
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
         import_configurable_classes()  # so that short class names resolve: --model.help DistillModule
+        if self.parser_class is LightningArgumentParser:  # a user's own parser_class is kept
+            self.parser_class = ShortUsageParser
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
 
     def instantiate_classes(self) -> None:
