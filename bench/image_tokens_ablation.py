@@ -106,7 +106,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
         "The control (lr 0) is the student as initialised: the teacher's weights plus an untrained, "
         "randomly projected lambda token. A trained row worse than it is one where training made the "
         "student worse; a row better than the teacher but not than the control owes that to the random "
-        "token, not to distillation.",
+        'token, not to distillation. Every row is one seed: the section "Image tokens: seed spread" '
+        "gives the spread a difference must exceed.",
         "",
         "| variant | lambda use | student@2 FD-fashion | student@4 FD-fashion | class-acc @2 / @4 "
         "| fit min |",
