@@ -103,3 +103,30 @@ def test_constant_targets_must_not_require_grad():
         di4c_loss_terms(logits, teacher.requires_grad_(True), x0, w)
     with pytest.raises(ValueError, match="target_log_marginal"):
         di4c_loss_terms(logits, None, None, None, targets, target_lm.requires_grad_(True), distil=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("cv", [True, False])
+def test_terms_stay_finite_at_probabilities_zero_and_one(dtype, cv):
+    """Invariant (issue 9): with every distribution saturated (one state at probability 1, the rest
+    at exactly 0 through NEG_INF) in the student, the teacher and the target marginal, and data and
+    targets that hit zero-probability states, the three terms and the gradient stay finite, for
+    logits held in bf16 or fp32 and cast to float32 as Di4CObjective does."""
+    g = torch.Generator().manual_seed(0)
+    hot = torch.randint(0, S, (B, N, D), generator=g)
+    logits = torch.full((B, N, D, S), NEG_INF).scatter_(-1, hot[..., None], 0.0)
+    logits = logits.to(dtype).float().requires_grad_(True)  # (B, N, D, S), probabilities 0 / 1
+    teacher = torch.full((B, D, S), NEG_INF).scatter_(-1, hot[:, 0, :, None], 0.0).log_softmax(-1)
+    target_lm = torch.full((B, D, S), NEG_INF).scatter_(-1, ((hot[:, 0] + 1) % S)[..., None], 0.0)
+    x0 = (hot[:, 0] + 2) % S  # a state of probability 0 under the student and the teacher
+    targets = (hot[:, :M] + 1) % S  # (B, M, D), probability 0 under the student
+    w = torch.ones(B)
+    terms = di4c_loss_terms(logits, teacher, x0, w, targets, target_lm.log_softmax(-1), None, True, cv)
+    total = sum(t.sum() for t in terms)
+    total.backward()
+    for name, t in zip(("distillation", "consistency", "data"), terms, strict=True):
+        assert torch.isfinite(t).all(), (name, t)
+    assert torch.isfinite(logits.grad).all()
+    # The distillation KL of a saturated mismatch is -NEG_INF = 1e6 per mismatched token: counted, not
+    # clamped away (the other two terms are sample estimates, of either sign without the control variate).
+    assert (terms[0] >= 1e6).all()
