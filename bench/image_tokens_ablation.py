@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from lambda_use import lambda_use
-from report import ablation_args, fit_and_test, write_section
+from report import ablation_args, ablation_row, fit_and_test, write_section
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "image_tokens.yaml"
 ADDITIVE = [
@@ -114,11 +114,8 @@ def render(results: dict, args: argparse.Namespace) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, v in results.items():
-        r = {x["steps"]: x for x in v["rows"] if x["model"] == "student"}
-        lines.append(
-            f"| {name} | {v['lambda_use']:.4f} | {r[2]['FD-fashion']:.2f} | {r[4]['FD-fashion']:.2f} | "
-            f"{r[2]['class-acc']:.3f} / {r[4]['class-acc']:.3f} | {v['fit_seconds'] / 60:.1f} |"
-        )
+        student = [x for x in v["rows"] if x["model"] == "student"]
+        lines.append(ablation_row(name, v, student, "FD-fashion", 2, "class-acc"))
     return "\n".join(lines) + "\n"
 
 

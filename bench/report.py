@@ -70,6 +70,16 @@ def ablation_args(description: str, steps: int, samples: int, out: str) -> argpa
     return parser.parse_args()
 
 
+def ablation_row(name: str, result: dict, rows: list[dict], metric: str, digits: int, second: str) -> str:
+    """One ablation table row: ``| name | lambda use | metric@2 | metric@4 | second @2 / @4 | fit min |``
+    from the student ``rows`` (``steps`` 2 and 4) of one variant's ``result``."""
+    r = {x["steps"]: x for x in rows}
+    return (
+        f"| {name} | {result['lambda_use']:.4f} | {r[2][metric]:.{digits}f} | {r[4][metric]:.{digits}f} | "
+        f"{r[2][second]:.3f} / {r[4][second]:.3f} | {result['fit_seconds'] / 60:.1f} |"
+    )
+
+
 def run_example(config: Path, render: Callable[[dict, MixDistillCLI, float], str], description: str) -> None:
     """The ``main`` of an example's benchmark: ``--root`` (default: a temporary folder), fit and
     test ``config`` there, render the section with ``render(quality, cli, seconds)``, write and print it.

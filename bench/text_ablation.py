@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from lambda_use import lambda_use
-from report import ablation_args, write_section
+from report import ablation_args, ablation_row, write_section
 
 from mixdistill.cli import run
 
@@ -128,11 +128,7 @@ def render(results: dict, samples: int) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, v in runs.items():
-        r = {x["steps"]: x for x in v["rows"]}
-        lines.append(
-            f"| {name} | {v['lambda_use']:.4f} | {r[2]['gen_ppl']:.0f} | {r[4]['gen_ppl']:.0f} | "
-            f"{r[2]['entropy']:.3f} / {r[4]['entropy']:.3f} | {v['fit_seconds'] / 60:.1f} |"
-        )
+        lines.append(ablation_row(name, v, v["rows"], "gen_ppl", 0, "entropy"))
     return "\n".join(lines) + "\n"
 
 
