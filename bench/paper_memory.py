@@ -202,9 +202,9 @@ def real_peak(setup: Setup, b: int) -> int:
     return profiler_peak_bytes(impl, {"logits_t": dummy})
 
 
-def fits(fixed: int, per_example: float, const: float) -> int:
-    """Largest B with ``fixed + const + B per_example <= GPU_BYTES``."""
-    return max(0, int((GPU_BYTES - fixed - const) // per_example))
+def fits(per_example: float, const: float) -> int:
+    """Largest B with ``const + B per_example <= GPU_BYTES`` (``const`` holds the live state)."""
+    return max(0, int((GPU_BYTES - const) // per_example))
 
 
 def per_example(peaks: dict[int, int]) -> tuple[float, float]:
@@ -223,7 +223,7 @@ def measure(setup: Setup, batches: tuple[int, ...]) -> dict:
         out = fake_peak(setup, batches)
     slope, const = per_example(out["peak"])
     out.update(per_example=slope, const=const, seconds=time.perf_counter() - start)
-    out["max_batch"] = fits(0, slope, const)  # const already holds the live state (weights, Adam)
+    out["max_batch"] = fits(slope, const)
     return out
 
 

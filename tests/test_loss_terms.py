@@ -117,11 +117,13 @@ def test_terms_stay_finite_at_probabilities_zero_and_one(dtype, cv):
     logits = torch.full((B, N, D, S), NEG_INF).scatter_(-1, hot[..., None], 0.0)
     logits = logits.to(dtype).float().requires_grad_(True)  # (B, N, D, S), probabilities 0 / 1
     teacher = torch.full((B, D, S), NEG_INF).scatter_(-1, hot[:, 0, :, None], 0.0).log_softmax(-1)
-    target_lm = torch.full((B, D, S), NEG_INF).scatter_(-1, ((hot[:, 0] + 1) % S)[..., None], 0.0)
+    target_lm = (
+        torch.full((B, D, S), NEG_INF).scatter_(-1, ((hot[:, 0] + 1) % S)[..., None], 0.0).log_softmax(-1)
+    )
     x0 = (hot[:, 0] + 2) % S  # a state of probability 0 under the student and the teacher
     targets = (hot[:, :M] + 1) % S  # (B, M, D), probability 0 under the student
     w = torch.ones(B)
-    terms = di4c_loss_terms(logits, teacher, x0, w, targets, target_lm.log_softmax(-1), None, True, cv)
+    terms = di4c_loss_terms(logits, teacher, x0, w, targets, target_lm, None, True, cv)
     total = sum(t.sum() for t in terms)
     total.backward()
     for name, t in zip(("distillation", "consistency", "data"), terms, strict=True):

@@ -10,6 +10,8 @@ copies would take 13 GB per example.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -49,7 +51,12 @@ def sample_from_logits(
     return _chunked(weights, logits, num_samples, generator)
 
 
-def _chunked(weights, values: Tensor, num_samples: int | None, generator: torch.Generator | None) -> Tensor:
+def _chunked(
+    weights: Callable[[Tensor], Tensor],
+    values: Tensor,
+    num_samples: int | None,
+    generator: torch.Generator | None,
+) -> Tensor:
     """Inverse-CDF draws from ``weights(rows)`` (float64 ``(r, K)``), a bounded chunk of rows at a time."""
     k = values.shape[-1]
     m = 1 if num_samples is None else num_samples
