@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor
 
+from mixdistill.di4c.chunks import sequence_tiles, working_dtype
+
 
 class _MixtureLogMarginal(torch.autograd.Function):
     """``logsumexp_j logp_j - log n`` with a backward pass that builds one ``(B, n, D, S)`` tensor.
@@ -41,6 +43,23 @@ def mixture_log_marginal(logp: Tensor) -> Tensor:
     if torch.is_grad_enabled() and logp.requires_grad:
         return _MixtureLogMarginal.apply(logp)
     return torch.logsumexp(logp, dim=1) - math.log(logp.shape[1])
+
+
+def tiled_log_marginal(logits: Tensor, tile_elements: int | None = None) -> Tensor:
+    """``mixture_log_marginal(logits.log_softmax(-1))`` without gradient, one sequence tile at a time.
+
+    The float32 (float64 for float64 logits) working copies hold at most ``tile_elements``
+    elements (``chunks.sequence_tiles``), so bf16 logits ``(B, n, D, S)`` need no whole float32 copy.
+
+    Returns:
+        ``(B, D, S)`` in the working dtype.
+    """
+    B, n, D, S = logits.shape
+    out = logits.new_empty(B, D, S, dtype=working_dtype(logits))
+    with torch.no_grad():
+        for sl in sequence_tiles(logits, tile_elements):
+            out[:, sl] = torch.logsumexp(logits[:, :, sl].log_softmax(-1, dtype=out.dtype), dim=1)
+    return out.sub_(math.log(n))
 
 
 def component_log_prob(logp: Tensor, y: Tensor) -> Tensor:

@@ -7,8 +7,9 @@ from torch import Tensor
 
 from mixdistill.denoising import drop_labels
 from mixdistill.di4c.base import Objective
+from mixdistill.di4c.chunks import TILE_ELEMENTS
 from mixdistill.di4c.fused_losses import di4c_loss_terms
-from mixdistill.di4c.losses import mixture_log_marginal
+from mixdistill.di4c.losses import tiled_log_marginal
 from mixdistill.di4c.times import SDTTTimes, TimeDraw, TimeSampler
 from mixdistill.di4c.weights import CorrelationWeight, SigmoidWeight
 from mixdistill.sampling.categorical import sample_from_logits
@@ -35,6 +36,10 @@ class Di4CObjective(Objective):
             the teacher and the student alike. A student sampled with classifier-free guidance needs
             it: otherwise its unconditional predictions are never distilled and drift with the
             shared weights, and guidance amplifies the drift (MaskGIT's teachers drop 10%).
+        tile_elements: Size limit of the float32 working copies of the ``(B, n, D, S)`` logits: the
+            losses and the consistency targets work on tiles of the sequence of at most this many
+            elements (default 2^26, 256 MB), so bf16 logits are never copied whole to float32.
+            ``null``: no tiling. Tiling changes only the order of float sums over the sequence.
     """
 
     def __init__(
@@ -46,8 +51,14 @@ class Di4CObjective(Objective):
         data_loss: bool = True,
         weights: dict[str, float] | None = None,
         label_dropout: float = 0.0,
+        tile_elements: int | None = TILE_ELEMENTS,
     ) -> None:
         super().__init__()
+        if tile_elements is not None and tile_elements < 1:
+            raise ValueError(
+                f"Di4CObjective: tile_elements={tile_elements} must be at least 1, or null for no tiling."
+            )
+        self.tile_elements = tile_elements
         if latents < 1:
             raise ValueError(f"Di4CObjective: latents={latents} must be at least 1.")
         if not 0.0 <= label_dropout < 1.0:
@@ -65,9 +76,11 @@ class Di4CObjective(Objective):
         self.weights.update(weights or {})
 
     def student_logits(self, student: MixtureStudent, x_t: Tensor, t: Tensor, cond: Tensor | None) -> Tensor:
-        """Student logits for ``n`` fresh lambdas: ``(B, n, D, S)`` float32."""
+        """Student logits for ``n`` fresh lambdas: ``(B, n, D, S)`` in the network's dtype (bf16 under
+        bf16 autocast: the losses cast tiles of it to float32).
+        """
         lam = student.sample_latent(x_t.shape[0], self.latents, device=x_t.device)
-        return student.denoise_latent(x_t, t, cond, lam).float()
+        return student.denoise_latent(x_t, t, cond, lam)
 
     @torch.no_grad()
     def consistency_targets(
@@ -94,8 +107,8 @@ class Di4CObjective(Objective):
             logits = student.denoise(x_u.flatten(0, 1), draw.u.repeat_interleave(n), rep_cond, lam)
         finally:
             student.train(was_training)
-        logp = logits.float().log_softmax(-1).view(b, n, *logits.shape[1:])  # (b, n, D, S)
-        return sample_from_logits(logp), mixture_log_marginal(logp)
+        logits = logits.view(b, n, *logits.shape[1:])  # (b, n, D, S), the network's dtype
+        return sample_from_logits(logits), tiled_log_marginal(logits, self.tile_elements)
 
     def forward(
         self, teacher: Teacher, student: MixtureStudent, x0: Tensor, cond: Tensor | None = None
@@ -126,6 +139,7 @@ class Di4CObjective(Objective):
             rows,
             distil=distil_apart is None,
             control_variate=self.control_variates,
+            tile_elements=self.tile_elements,
         )
         if distil_apart is not None:
             distil = distil_apart
@@ -146,7 +160,7 @@ class Di4CObjective(Objective):
         with torch.no_grad():
             target = teacher.log_marginal(x_d, draw.distil_t, cond)
         logits = self.student_logits(student, x_d, draw.distil_t, cond)
-        return di4c_loss_terms(logits, target, distil=True)[0]
+        return di4c_loss_terms(logits, target, distil=True, tile_elements=self.tile_elements)[0]
 
     def _consistency_targets(
         self, teacher, student, x_t, cond, draw: TimeDraw, teacher_logp
