@@ -115,7 +115,9 @@ def _refresh(
     calls.computed, calls.reused = calls.computed + n, calls.reused + x.shape[0] - n
     if n == 0:
         return logits
+    if n == x.shape[0]:  # every row changed: a plain call, no gather and scatter of the rows
+        return model.sampling_logits(x, t, cond, ctx)
     c = None if cond is None else cond[changed]
-    logits = logits.clone()
+    # In place: the previous step's logits are referenced by this loop only.
     logits[changed] = model.sampling_logits(x[changed], t[changed], c, ctx).to(logits.dtype)
     return logits
