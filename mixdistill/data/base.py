@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from mixdistill.data.resumable import EpochSampler, ResumableLoader, shuffle_seed
 
@@ -263,9 +263,16 @@ class TensorDataModule(L.LightningDataModule, ABC):
     # ----- loaders ------------------------------------------------------------------------------
 
     def _loader(self, split: str) -> DataLoader:
-        """The ``split``'s loader in source order; its own generator seeds the workers."""
+        """The ``split``'s loader in source order; its own generator seeds the workers.
+
+        Every rank of a DDP run reads the whole split (a one-replica ``DistributedSampler``, which
+        Lightning leaves in place), so that the evaluation's reference on each rank is exactly the
+        one a single process has: ``mixdistill test`` gives the same table on 1 or N devices.
+        """
+        dataset = ArrayDataset(self.splits[split])
         return DataLoader(
-            ArrayDataset(self.splits[split]),
+            dataset,
+            sampler=DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False),
             batch_size=self.eval_batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -78,6 +80,11 @@ class QualityEvaluation(torch.nn.Module):
         self.latency_batch = latency_batch
         self.latency: dict[str, float] = {}
         self.sample_metrics = torch.nn.ModuleList(sample_metrics or [])
+        for m in self.sample_metrics:
+            # Under DDP every rank reads the whole reference split and draws the same seeded samples,
+            # so each rank already holds what one process would: torchmetrics' merge of the ranks'
+            # states at compute() would count every sample and reference example once per rank.
+            m.sync_on_compute = m._to_sync = False
         self.exact_metrics = exact_metrics or []
         if not self.sample_metrics and not self.exact_metrics:
             raise ValueError("QualityEvaluation: give at least one of sample_metrics or exact_metrics.")
@@ -85,6 +92,7 @@ class QualityEvaluation(torch.nn.Module):
             metric_name(self.sample_metrics[0]) if self.sample_metrics else "TV"
         )
         self.reference_cache = reference_cache
+        self.sampling_context: Callable[[], AbstractContextManager] = contextlib.nullcontext
         self.reference = ReferenceStream()
         self.reference_files: dict[str, dict[str, str]] = {}
 
@@ -140,7 +148,7 @@ class QualityEvaluation(torch.nn.Module):
         """
         gen_device = next((p.device for p in model.parameters()), torch.device("cpu"))
         out, labels, start = [], [], time.perf_counter()
-        with seeded(self.seed if seed is None else seed, gen_device):
+        with seeded(self.seed if seed is None else seed, gen_device), self.sampling_context():
             for i in range(0, self.num_samples, self.batch_size):
                 b = min(self.batch_size, self.num_samples - i)
                 cond = torch.randint(cond_classes, (b,), device=gen_device) if cond_classes else None
@@ -189,8 +197,17 @@ class QualityEvaluation(torch.nn.Module):
             row = self.row(name, HybridSampler(student, teacher, k), steps, teacher)
             rows.append({"model": name, "steps": steps, "student_steps": k} | row)
         if self.latency_batch:
-            self.latency = mixture_overhead(teacher, student, self.latency_batch)
+            with self.sampling_context():
+                self.latency = mixture_overhead(teacher, student, self.latency_batch)
         return rows
+
+    def use_sampling_context(self, factory: Callable[[], AbstractContextManager]) -> None:
+        """Run sampling and the latency measurement inside ``factory()``: the trainer's precision
+        context (``precision_plugin.forward_context``, autocast under ``bf16-mixed``), which Lightning
+        itself applies only around the ``*_step`` hooks, not the epoch-end hook the rows come from.
+        The metrics and their feature networks stay outside it, in their own precision.
+        """
+        self.sampling_context = factory
 
     def use_decoder(self, decode: Callable[[list[list[int]]], list[str]] | None) -> None:
         """Hand the data's ``decode`` to metrics that read text (e.g. generative perplexity)."""

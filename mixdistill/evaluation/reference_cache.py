@@ -110,9 +110,9 @@ class ReferenceCache:
     number of examples; the JSON is stored in the file and checked on reading. Files are written
     atomically (a temporary file, then ``os.replace``), so a crash never leaves half a file.
 
-    Under DDP each rank sees its own shard of the split: its key hashes that shard and its file holds
-    that shard's (unsynchronised) statistics, which the metric's usual sync combines at ``compute()``
-    exactly as without the cache. A different number of ranks shards differently and so misses.
+    Under DDP every rank reads the whole split (``data.base``'s evaluation loaders), so every rank
+    computes the key and the statistics a single process does: runs on 1 or N devices share files,
+    and ranks that write the same file at once each write their own temporary file first.
 
     Args:
         directory: Folder of the cache files (created on the first write).
