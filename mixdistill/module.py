@@ -200,6 +200,7 @@ class DistillModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         if self.evaluation is not None:  # the reference is the test data alone
             self.evaluation.reset_reference(split="test")
+            self.evaluation.use_sampling_context(self.trainer.precision_plugin.forward_context)
             self.evaluation.use_decoder(getattr(self.trainer.datamodule, "decode", None))
 
     def test_step(self, batch: dict, batch_idx: int) -> None:

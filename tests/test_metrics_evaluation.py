@@ -95,3 +95,38 @@ def test_quality_row_reports_entropy_and_perplexity_of_the_same_samples():
     samples, _, _ = ev.generate(model, 2)
     assert abs(row["entropy"] - float(unigram_entropy(samples).mean())) < 1e-6
     assert abs(row["gen_ppl"] - 4.0) < 1e-9 and int(ppl.tokens) == 12 * 6
+
+
+class _AutocastProbe(UnigramEntropy):
+    """UnigramEntropy that records whether autocast was on when it saw samples."""
+
+    def update(self, x, real=False, **kwargs):
+        self.seen_autocast = torch.is_autocast_enabled("cpu")
+        super().update(x, real=real, **kwargs)
+
+
+class _Sampler(nn.Module):
+    """A model whose ``sample`` records whether autocast was on."""
+
+    num_classes = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.autocast: list[bool] = []
+
+    def sample(self, b, steps, cond=None):
+        self.autocast.append(torch.is_autocast_enabled("cpu"))
+        return torch.randint(0, 5, (b, 6))
+
+
+def test_sampling_runs_in_the_given_precision_context_and_metrics_outside_it():
+    """Invariant: with use_sampling_context(autocast), every generation batch is drawn under autocast
+    (as bf16-mixed training is) while the metrics score the samples outside it; by default neither is."""
+    evaluation = QualityEvaluation([1], [1], num_samples=12, batch_size=5, sample_metrics=[_AutocastProbe()])
+    model = _Sampler()
+    evaluation.row("teacher", model, 1, model)
+    assert model.autocast == [False] * 3 and evaluation.sample_metrics[0].seen_autocast is False
+    evaluation.use_sampling_context(lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    evaluation.row("teacher", model, 1, model)
+    assert model.autocast[3:] == [True] * 3 and evaluation.sample_metrics[0].seen_autocast is False

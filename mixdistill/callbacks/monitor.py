@@ -32,6 +32,7 @@ class QualityMonitor(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._reference_ready:
             self._evaluation(pl_module).reset_reference(split="val")
+            self._evaluation(pl_module).use_sampling_context(trainer.precision_plugin.forward_context)
 
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: Any
