@@ -1,0 +1,249 @@
+"""The whole Di4C training step against a port of the research code's step, on real networks.
+
+One step = teacher pass, student over the latent batch, consistency target, loss, backward, for the
+MDLM DiT and the MaskGIT ViT at CPU-scaled sizes (random weights, dropout 0, float32):
+
+* **mixdistill**: ``Di4CObjective.forward`` + backward (one teacher pass reused for the step, targets
+  under ``no_grad`` with the student in eval mode, the fused loss over sequence tiles);
+* **research port**: the structure of the authors' step, written from METHOD.md's description of it:
+  the teacher run twice on ``x_t`` (once for the targets of distillation and data, once inside its
+  step), the student at ``u`` run *with* an autograd graph that is kept to the end of the step and
+  detached for the loss, and ``bench/looped_reference.py``'s loss (softmax and log-softmax both
+  materialised, the teacher repeated n times, a Python loop over the latent batch).
+
+Both consume the random stream in the same order (times, corruption, lambdas at ``t``, teacher step,
+lambdas at ``u``, the targets drawn with ``sample_from_logits``) and every example takes all three
+terms with weight 1, so for one seed both compute the same loss: the table states the difference.
+Time: median over alternated repeats of the paired ratio. Memory: the PyTorch profiler's allocator
+peak of one step above what was live before it (``bench/loss_bench.py``'s method).
+
+    python bench/step_bench.py [--repeats 7] [--quick] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from looped_reference import looped_reference_loss  # noqa: E402
+from loss_bench import profiler_peak_bytes  # noqa: E402
+from report import write_section  # noqa: E402
+
+from mixdistill.di4c.objective import Di4CObjective  # noqa: E402
+from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TimeDraw, TimeSampler  # noqa: E402
+from mixdistill.di4c.weights import SigmoidWeight  # noqa: E402
+from mixdistill.injection import ExtraTokenInjection  # noqa: E402
+from mixdistill.module import DistillModule  # noqa: E402
+from mixdistill.nets.dit import MDLMDiT  # noqa: E402
+from mixdistill.nets.maskgit_vit import MaskGITSizes  # noqa: E402
+from mixdistill.sampling.categorical import sample_from_logits  # noqa: E402
+from mixdistill.teachers.maskgit import MaskGITTeacher  # noqa: E402
+from mixdistill.teachers.mdlm import MDLMTeacher  # noqa: E402
+
+SECTION = "## Whole training step: mixdistill against the research step"
+
+
+class AllTerms(TimeSampler):
+    """``base``'s times with every term on every example at weight 1 (the research step's sum)."""
+
+    def __init__(self, base: TimeSampler) -> None:
+        self.base = base
+
+    def draw(self, batch_size: int, device=None) -> TimeDraw:
+        d = self.base.draw(batch_size, device)
+        one = torch.ones_like(d.t)
+        return TimeDraw(d.t, d.u, one, one, one)
+
+
+def mdlm(dims: int, vocab: int, latents: int) -> DistillModule:
+    """MDLM DiT (128 wide, 2 blocks, 4 heads), SDTT times, lambda as an extra token."""
+    dit = MDLMDiT(vocab + 1, 128, 64, 2, 4, model_length=dims, dropout=0.0)
+    teacher = MDLMTeacher(backbone=dit, vocab_size=vocab, seq_len=dims)
+    times = AllTerms(SDTTTimes(p_distil=0.0, distil_max=0.02, step=1 / 64))
+    objective = Di4CObjective(times, SigmoidWeight(scale=0.1), latents=latents)
+    return DistillModule(teacher, objective, ExtraTokenInjection("backbone", 128, 64))
+
+
+def maskgit(grid: int, codes: int, latents: int) -> DistillModule:
+    """MaskGIT ViT (128 wide, 2 blocks), MaskGIT times, unguided teacher step, lambda as a token."""
+    sizes = MaskGITSizes(codes, 10, grid, 128, 2, 4, 512, dropout=0.0)
+    teacher = MaskGITTeacher(sizes=sizes, guide_consistency=False)
+    times = AllTerms(MaskGITTimes(step=0.05, distil_below=0.0, distil_weight=1.0))
+    objective = Di4CObjective(times, SigmoidWeight(scale=0.1, sharpness=20.0, center=0.5), latents=latents)
+    return DistillModule(teacher, objective, ExtraTokenInjection("net", 128, 64))
+
+
+def research_step(module: DistillModule, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """The research code's step structure (see the module docstring): the loss, graphs kept."""
+    teacher, student, obj = module.teacher, module.student, module.objective
+    n, B = obj.latents, x0.shape[0]
+    draw = obj.times.draw(B, x0.device)
+    x_t = teacher.process.corrupt(x0, draw.t)
+    rep = None if cond is None else cond.repeat_interleave(n, 0)
+    lam = student.sample_latent(B * n, device=x0.device)
+    logits_t = student.denoise(x_t.repeat_interleave(n, 0), draw.t.repeat_interleave(n), rep, lam)
+    teacher_logits = teacher.denoise(x_t, draw.t, cond).detach()  # first teacher pass
+    x_u = teacher.consistency_step(x_t, draw.t, draw.u, cond, n)  # second teacher pass, (B, n, D)
+    lam_u = student.sample_latent(B * n, device=x0.device)
+    logits_u_graph = student.denoise(x_u.flatten(0, 1), draw.u.repeat_interleave(n), rep, lam_u)
+    logits_u = logits_u_graph.detach()
+    targets = sample_from_logits(logits_u.view(B, n, *logits_u.shape[1:]))  # (B, n, D)
+    loss, _ = looped_reference_loss(
+        logits_t.float(), teacher_logits.float(), logits_u.float(), targets, x0, obj.corr_weight(draw.t)
+    )
+    module._keep = logits_u_graph  # the research step holds this graph until the step ends
+    return loss
+
+
+def ours_step(module: DistillModule, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    """``Di4CObjective.forward``'s loss, as ``DistillModule.training_step`` computes it."""
+    return module.objective(module.teacher, module.student, x0, cond)["loss"]
+
+
+IMPLS: dict[str, Callable] = {"mixdistill": ours_step, "research port": research_step}
+
+
+def run(impl: Callable, module: DistillModule, x0, cond, seed: int) -> float:
+    """One step (forward + backward) from ``seed``; returns the loss."""
+    torch.manual_seed(seed)
+    module.student.zero_grad(set_to_none=True)
+    loss = impl(module, x0, cond)
+    loss.backward()
+    module._keep = None
+    return float(loss)
+
+
+def time_pairs(module: DistillModule, x0, cond, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per step of each implementation, alternating which goes first in each repeat."""
+    for k in range(warmup):
+        for impl in IMPLS.values():
+            run(impl, module, x0, cond, 1000 + k)
+    out: dict[str, list[float]] = {name: [] for name in IMPLS}
+    for r in range(repeats):
+        names = list(IMPLS) if r % 2 == 0 else list(IMPLS)[::-1]
+        for name in names:
+            start = time.perf_counter()
+            run(IMPLS[name], module, x0, cond, r)
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+def peak_bytes(impl: Callable, module: DistillModule, x0, cond) -> int:
+    """The allocator's peak during one step above what was live before it (gradients set to None)."""
+    dummy = torch.zeros((), requires_grad=True)
+
+    def step(logits_t: torch.Tensor) -> tuple[torch.Tensor, None]:
+        torch.manual_seed(0)
+        module.student.zero_grad(set_to_none=True)
+        return impl(module, x0, cond) + 0 * logits_t, None
+
+    try:
+        return profiler_peak_bytes(step, {"logits_t": dummy})
+    finally:
+        module._keep = None
+
+
+def compare(name: str, module: DistillModule, b: int, args: argparse.Namespace) -> dict:
+    """Losses for the same seeds, paired times and peaks of both implementations on one setup."""
+    torch.manual_seed(0)
+    teacher = module.teacher
+    x0 = torch.randint(0, teacher.process.vocab_size, (b, teacher.num_dims))
+    cond = torch.randint(0, teacher.num_classes, (b,)) if teacher.num_classes else None
+    losses = {impl: [run(IMPLS[impl], module, x0, cond, 50 + s) for s in range(3)] for impl in IMPLS}
+    rel = max(abs(a - r) / abs(r) for a, r in zip(losses["mixdistill"], losses["research port"], strict=True))
+    secs = time_pairs(module, x0, cond, args.warmup, args.repeats)
+    ratios = [a / r for a, r in zip(secs["mixdistill"], secs["research port"], strict=True)]
+    peaks = {impl: peak_bytes(IMPLS[impl], module, x0, cond) for impl in IMPLS}
+    return dict(
+        name=name,
+        batch=b,
+        rel=rel,
+        loss=losses["mixdistill"][0],
+        ms={k: 1e3 * statistics.median(v) for k, v in secs.items()},
+        ratio=statistics.median(ratios),
+        ratio_range=(min(ratios), max(ratios)),
+        peak=peaks,
+        mem_ratio=peaks["mixdistill"] / max(peaks["research port"], 1),
+    )
+
+
+def setups(quick: bool) -> list[tuple[str, Callable[[], DistillModule], int]]:
+    """(description, builder, batch) of each measured setup."""
+    if quick:
+        return [
+            ("MDLM DiT, D=32, S=256, n=4", lambda: mdlm(32, 256, 4), 2),
+            ("MaskGIT ViT, D=16, S=64, n=4", lambda: maskgit(4, 64, 4), 2),
+        ]
+    return [
+        ("MDLM DiT, D=128, S=4096, n=16", lambda: mdlm(128, 4096, 16), 2),
+        ("MaskGIT ViT, D=64, S=1024, n=32", lambda: maskgit(8, 1024, 32), 2),
+    ]
+
+
+def render(rows: list[dict], args: argparse.Namespace, command: str) -> str:
+    """The section: one row per setup and implementation, the goal beside each ratio."""
+    lines = [
+        SECTION,
+        "",
+        f"`{command}` ({os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} "
+        f"threads, float32): one training step (forward + backward) with real networks at CPU size, "
+        "128 wide, 2 blocks, random weights, dropout 0. mixdistill is `Di4CObjective.forward`; the research "
+        "port runs the teacher twice, keeps the graph of the student at u and uses the looped loss "
+        "(bench/step_bench.py's docstring). Every example takes distillation, consistency and data "
+        "terms with weight 1. Goal: time ratio <= 0.5 and memory ratio <= 0.5, equal losses.",
+        "",
+        "| setup | B | implementation | loss (seed 50) | max rel. loss diff (3 seeds) | median ms "
+        "| time ratio (range) | peak MB | memory ratio | goal |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        ok = r["ratio"] <= 0.5 and r["mem_ratio"] <= 0.5 and r["rel"] < 1e-4
+        lo, hi = r["ratio_range"]
+        lines += [
+            f"| {r['name']} | {r['batch']} | **mixdistill** | {r['loss']:.4f} | {r['rel']:.1e} | "
+            f"{r['ms']['mixdistill']:.0f} | {r['ratio']:.2f} ({lo:.2f}-{hi:.2f}) | "
+            f"{r['peak']['mixdistill'] / 2**20:.1f} | {r['mem_ratio']:.2f} | {'met' if ok else 'not met'} |",
+            f"| {r['name']} | {r['batch']} | research port | - | - | {r['ms']['research port']:.0f} | 1.00 | "
+            f"{r['peak']['research port'] / 2**20:.1f} | 1.00 | |",
+        ]
+    lines += [
+        "",
+        f"Time: median of {args.repeats} repeats after {args.warmup} warm-up step(s) each; the two "
+        "alternate which goes first, and the ratio is the median (and range) of the paired ratios.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run (writes nothing)")
+    parser.add_argument("--no-write", action="store_true", help="print the section only")
+    args = parser.parse_args()
+    rows = []
+    for name, build, b in setups(args.quick):
+        torch.manual_seed(0)
+        row = compare(name, build(), b, args)
+        print(row, flush=True)
+        rows.append(row)
+    command = "python bench/step_bench.py" + (f" --repeats {args.repeats}" if args.repeats != 7 else "")
+    text = render(rows, args, command)
+    print(text)
+    if not (args.quick or args.no_write):
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()
