@@ -29,6 +29,10 @@ bench:
 	$(PY) bench/synthetic.py
 	$(PY) bench/quickstart.py
 	$(PY) bench/paper_memory.py --validate
+	$(PY) bench/step_bench.py
+	$(PY) bench/growth.py
+	$(PY) bench/sampler_overhead.py
+	$(PY) bench/ddp_throughput.py
 
 assets: text-data fashion-mnist
 	$(PY) -m mixdistill.assets.build

@@ -47,6 +47,13 @@ def problem(seed, subset, dtype=torch.float64):
     return logits, teacher, x0, w, targets, target_lm, rows
 
 
+def case(seed, cv, distil, use_data, use_targets, subset):
+    """``problem(seed, subset)``'s logits and the other arguments of di4c_loss_terms for one CASES entry."""
+    logits, teacher, x0, w, targets, target_lm, rows = problem(seed, subset)
+    pick = (x0 if use_data else None, targets if use_targets else None, target_lm if use_targets else None)
+    return logits, (teacher, pick[0], w, pick[1], pick[2], rows, distil, cv)
+
+
 CASES = [
     (cv, distil, data, tgt, sub)
     for cv, distil, data, tgt, sub in itertools.product([True, False], repeat=5)
@@ -56,17 +63,7 @@ CASES = [
 
 @pytest.mark.parametrize("cv,distil,use_data,use_targets,subset", CASES)
 def test_values_and_gradients_match_composition(cv, distil, use_data, use_targets, subset):
-    logits, teacher, x0, w, targets, target_lm, rows = problem(0, subset)
-    args = (
-        teacher,
-        x0 if use_data else None,
-        w,
-        targets if use_targets else None,
-        target_lm if use_targets else None,
-        rows,
-        distil,
-        cv,
-    )
+    logits, args = case(0, cv, distil, use_data, use_targets, subset)
     a = logits.clone().requires_grad_(True)
     b = logits.clone().requires_grad_(True)
     fused, ref = di4c_loss_terms(a, *args), composed(b, *args)

@@ -3,7 +3,7 @@ over D, and bf16 logits are computed exactly as their float32 copy would be."""
 
 import pytest
 import torch
-from test_loss_terms import CASES, B, D, N, S, problem
+from test_loss_terms import CASES, B, D, N, S, case, problem
 
 from mixdistill.di4c.chunks import sequence_tiles
 from mixdistill.di4c.fused_losses import di4c_loss_terms
@@ -25,17 +25,7 @@ def test_tiles_give_the_untiled_values_and_gradient(width, cv, distil, use_data,
     """Invariant: with tiles of 1 or 2 positions (D = 5: uneven), every term and the gradient equal
     the single-tile computation to float64 rounding (relative 1e-13: the pinned dimension makes the
     terms ~1e6), in every combination of terms."""
-    logits, teacher, x0, w, targets, target_lm, rows = problem(4, subset)
-    args = (
-        teacher,
-        x0 if use_data else None,
-        w,
-        targets if use_targets else None,
-        target_lm if use_targets else None,
-        rows,
-        distil,
-        cv,
-    )
+    logits, args = case(4, cv, distil, use_data, use_targets, subset)
     assert len(sequence_tiles(logits, width * PER_POSITION)) == -(-D // width)
     want, want_grad = run(logits, args, None)
     got, got_grad = run(logits, args, width * PER_POSITION)
