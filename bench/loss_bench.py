@@ -188,16 +188,22 @@ def time_ms(inputs: dict[str, torch.Tensor], warmup: int, repeats: int) -> dict[
 
 
 def profiler_peak_bytes(impl: Callable, inputs: dict[str, torch.Tensor]) -> int:
-    """Peak of the CPU allocator's running total during one forward + backward.
+    """Peak of the CPU allocator's running total during one forward + backward of ``impl`` on
+    ``inputs``, above the inputs (see ``peak_bytes_of``)."""
+    inputs["logits_t"].grad = None
+    return peak_bytes_of(lambda: step(impl, inputs))
+
+
+def peak_bytes_of(run: Callable[[], object]) -> int:
+    """Peak of the CPU allocator's running total while ``run()`` runs, above what was live before.
 
     The profiler's memory events carry "Total Allocated", the running sum of all allocations
-    minus frees, so its maximum over the step, less its value at the start, is the peak above
-    everything that was live before the step (here: the inputs).
+    minus frees, so its maximum over the call, less its value at the start, is the peak above
+    everything that was live before it.
     """
-    inputs["logits_t"].grad = None
     gc.collect()
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step(impl, inputs)
+        run()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "trace.json")
         prof.export_chrome_trace(path)

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fake_memory import LiveBytes, flash_like_attention, materialise_fake  # noqa: E402
-from loss_bench import profiler_peak_bytes  # noqa: E402
+from loss_bench import peak_bytes_of  # noqa: E402
 from report import DOC, write_section  # noqa: E402
 
 from mixdistill.callbacks.activation_checkpointing import checkpoint_modules  # noqa: E402
@@ -205,15 +205,8 @@ def real_peak(setup: Setup, b: int) -> int:
     module = setup.build()
     prepared(module, setup)
     x0, cond = batch(setup, b)
-    dummy = torch.zeros((), requires_grad=True)
-
-    def impl(logits_t: torch.Tensor) -> tuple[torch.Tensor, None]:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = module.objective(module.teacher, module.student, x0, cond)["loss"]
-        return loss + 0 * logits_t, None
-
     # The gradients were set to None: the step allocates them, as the fake step does.
-    return profiler_peak_bytes(impl, {"logits_t": dummy})
+    return peak_bytes_of(lambda: train_step(module, x0, cond))
 
 
 def fits(per_example: float, const: float) -> int:

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from looped_reference import looped_reference_loss  # noqa: E402
-from loss_bench import profiler_peak_bytes  # noqa: E402
+from loss_bench import peak_bytes_of  # noqa: E402
 from report import write_section  # noqa: E402
 
 from mixdistill.di4c.objective import Di4CObjective  # noqa: E402
@@ -141,17 +141,7 @@ def time_pairs(module: DistillModule, x0, cond, warmup: int, repeats: int) -> di
 
 def peak_bytes(impl: Callable, module: DistillModule, x0, cond) -> int:
     """The allocator's peak during one step above what was live before it (gradients set to None)."""
-    dummy = torch.zeros((), requires_grad=True)
-
-    def step(logits_t: torch.Tensor) -> tuple[torch.Tensor, None]:
-        torch.manual_seed(0)
-        module.student.zero_grad(set_to_none=True)
-        return impl(module, x0, cond) + 0 * logits_t, None
-
-    try:
-        return profiler_peak_bytes(step, {"logits_t": dummy})
-    finally:
-        module._keep = None
+    return peak_bytes_of(lambda: run(impl, module, x0, cond, 0))
 
 
 def compare(name: str, module: DistillModule, b: int, args: argparse.Namespace) -> dict:

@@ -54,12 +54,12 @@ def tiled_log_marginal(logits: Tensor, tile_elements: int | None = None) -> Tens
     Returns:
         ``(B, D, S)`` in the working dtype.
     """
-    B, n, D, S = logits.shape
+    B, _, D, S = logits.shape
     out = logits.new_empty(B, D, S, dtype=working_dtype(logits))
     with torch.no_grad():
         for sl in sequence_tiles(logits, tile_elements):
-            out[:, sl] = torch.logsumexp(logits[:, :, sl].log_softmax(-1, dtype=out.dtype), dim=1)
-    return out.sub_(math.log(n))
+            out[:, sl] = mixture_log_marginal(logits[:, :, sl].log_softmax(-1, dtype=out.dtype))
+    return out
 
 
 def component_log_prob(logp: Tensor, y: Tensor) -> Tensor:
