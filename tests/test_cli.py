@@ -224,7 +224,8 @@ def small_play(path: Path, speeches: int = 200) -> Path:
 )
 def test_text_example_runs_a_few_steps_and_reports_perplexity_and_entropy(tmp_path):
     """Invariant: configs/text.yaml distils the shipped Shakespeare teacher on a text file and its test
-    reports generative perplexity (> 1, finite) and per-sample entropy (in (0, ln 64]) for every row."""
+    reports generative perplexity (> 1, finite), per-sample entropy (in (0, ln 64]), word-bigram
+    perplexity (> 1, finite) and the non-word rate (in [0, 1]) for every row."""
     overrides = [
         f"--data.init_args.files=[{small_play(tmp_path / 'play.txt')}]",
         f"--data.init_args.cache_dir={tmp_path / 'cache'}",
@@ -248,9 +249,12 @@ def test_text_example_runs_a_few_steps_and_reports_perplexity_and_entropy(tmp_pa
     ]
     for r in result["rows"]:
         assert 1.0 < r["gen_ppl"] < float("inf") and 0.0 < r["entropy"] <= math.log(64) + 1e-6
+        assert 1.0 < r["word_ppl"] < float("inf") and 0.0 <= r["nonword_rate"] <= 1.0
     meta = result["meta"]
     assert meta["primary_metric"] == "gen_ppl" and meta["higher_is_better"] is False
-    assert meta["evaluators"][0]["evaluator"] == "shakespeare-causal-lm"
+    names = [e["evaluator"] for e in meta["evaluators"]]
+    assert names[0] == "shakespeare-causal-lm" and names[1].startswith("word-bigram")
+    assert names[2] == "nonword-rate"
 
 
 def test_predict_writes_samples(tmp_path):

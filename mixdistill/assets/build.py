@@ -10,6 +10,8 @@
   the ``mixdistill`` CLI from ``configs/teacher_text.yaml`` (best held-out loss), network weights only.
 * ``shakespeare_evaluator.safetensors``: the causal LM that scores generated text (generative
   perplexity), trained on the plays held out from the teacher (``data/shakespeare/evaluator.txt``).
+* ``shakespeare_words.safetensors``: the word and word-bigram counts of those held-out plays, the
+  data of the word-level evaluators (``WordPerplexity``, ``NonWordRate``); counted, not trained.
 * ``fashion_vq.safetensors``: the image-token example's VQ-VAE (28 x 28 -> 7 x 7 codes of 256),
   trained on the train split of Fashion-MNIST (``make image-data`` says how to install it).
 * ``fashion_classifier.safetensors``: the classifier (28 x 28 pixels, 256 levels) whose features and
@@ -38,6 +40,7 @@ from mixdistill.data.shakespeare import EVALUATOR, PLAYS
 from mixdistill.data.shakespeare import main as fetch_shakespeare
 from mixdistill.metrics.causal_lm import CausalTransformer, next_token_loss, train_causal_lm
 from mixdistill.metrics.classifier import train_classifier
+from mixdistill.metrics.word_counts import WordCounts
 from mixdistill.nets.vq_tokenizer import VQTokenizerSizes
 from mixdistill.vq_training import reconstruction_report, save_tokenizer, train_vq_tokenizer
 
@@ -126,6 +129,11 @@ def shakespeare_evaluator(out: Path, steps: int = 1500) -> Path:
     return out
 
 
+def shakespeare_words(out: Path) -> Path:
+    """Count the words and word bigrams of the held-out plays (the word-level evaluators' data)."""
+    return WordCounts.from_files([corpus_file(EVALUATOR)]).save(out)
+
+
 def fashion_vq(out: Path, steps: int = 3000) -> Path:
     """Train the image-token example's VQ tokenizer; prints its held-out reconstruction report."""
     data = IdxImageData(levels=256)
@@ -165,6 +173,7 @@ ASSETS: dict[str, Callable[[Path], Path]] = {
     "shakespeare_tokenizer.json": shakespeare_tokenizer,
     "shakespeare_teacher.safetensors": shakespeare_teacher,
     "shakespeare_evaluator.safetensors": shakespeare_evaluator,
+    "shakespeare_words.safetensors": shakespeare_words,
     "fashion_vq.safetensors": fashion_vq,
     "fashion_maskgit_teacher.safetensors": fashion_teacher,
     "fashion_classifier.safetensors": fashion_classifier,
