@@ -52,9 +52,10 @@ def render(result: dict, samples: int) -> str:
             [
                 "## Text: the student against the teacher at 2 to 32 steps",
                 "",
-                f"`python bench/text_regime.py --ckpt runs/text/checkpoints/last.ckpt` ({os.cpu_count()} CPU "
-                "cores): the `configs/text.yaml` fit of the section above (1500 steps, seed 0) tested with the "
-                f"teacher at 2..32 and the student at 2..16 steps, {samples} samples of 64 tokens per row, same "
+                "`python bench/text_regime.py --ckpt runs/text/checkpoints/last.ckpt` "
+                f"({os.cpu_count()} CPU cores): the `configs/text.yaml` fit of the section above (1500 "
+                "steps, seed 0) tested with the teacher at 2..32 and the student at 2..16 steps, "
+                f"{samples} samples of 64 tokens per row, same "
                 "seed. *nats per step bought by 2x steps*: 64 ln(teacher gen_ppl at N / at 2N) / N, the "
                 "evaluator nats the teacher gains by doubling its steps, per step of an N-step sampler: what "
                 "one student step must add through lambda to equal the teacher at 2N.",

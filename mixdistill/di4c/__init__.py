@@ -3,6 +3,7 @@ baseline objective.
 """
 
 from mixdistill.di4c.base import Objective
+from mixdistill.di4c.latent_draws import IndependentDraw, LatentDraw, StratifiedDraw
 from mixdistill.di4c.objective import Di4CObjective
 from mixdistill.di4c.sdtt import SDTTObjective
 from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TauLDRTimes, TimeDraw, TimeSampler
@@ -11,11 +12,14 @@ from mixdistill.di4c.weights import CorrelationWeight, SigmoidWeight
 __all__ = [
     "CorrelationWeight",
     "Di4CObjective",
+    "IndependentDraw",
+    "LatentDraw",
     "MaskGITTimes",
     "Objective",
     "SDTTObjective",
     "SDTTTimes",
     "SigmoidWeight",
+    "StratifiedDraw",
     "TauLDRTimes",
     "TimeDraw",
     "TimeSampler",

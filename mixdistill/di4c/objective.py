@@ -9,6 +9,7 @@ from mixdistill.denoising import drop_labels
 from mixdistill.di4c.base import Objective
 from mixdistill.di4c.chunks import TILE_ELEMENTS
 from mixdistill.di4c.fused_losses import di4c_loss_terms
+from mixdistill.di4c.latent_draws import IndependentDraw, LatentDraw
 from mixdistill.di4c.losses import tiled_log_marginal
 from mixdistill.di4c.times import SDTTTimes, TimeDraw, TimeSampler
 from mixdistill.di4c.weights import CorrelationWeight, SigmoidWeight
@@ -40,6 +41,9 @@ class Di4CObjective(Objective):
             losses and the consistency targets work on tiles of the sequence of at most this many
             elements (default 2^26, 256 MB), so bf16 logits are never copied whole to float32.
             ``null``: no tiling. Tiling changes only the order of float sums over the sequence.
+        latent_draw: How the ``n`` lambdas of an example are drawn for the student's mixture
+            estimate: ``IndependentDraw`` (the paper's, the default) or ``StratifiedDraw`` (one
+            lambda in each ``1/n`` slice: lower variance, ``n`` components scored exactly).
     """
 
     def __init__(
@@ -52,6 +56,7 @@ class Di4CObjective(Objective):
         weights: dict[str, float] | None = None,
         label_dropout: float = 0.0,
         tile_elements: int | None = TILE_ELEMENTS,
+        latent_draw: LatentDraw | None = None,
     ) -> None:
         super().__init__()
         if tile_elements is not None and tile_elements < 1:
@@ -59,6 +64,7 @@ class Di4CObjective(Objective):
                 f"Di4CObjective: tile_elements={tile_elements} must be at least 1, or null for no tiling."
             )
         self.tile_elements = tile_elements
+        self.latent_draw = latent_draw if latent_draw is not None else IndependentDraw()
         if latents < 1:
             raise ValueError(f"Di4CObjective: latents={latents} must be at least 1.")
         if not 0.0 <= label_dropout < 1.0:
@@ -79,7 +85,7 @@ class Di4CObjective(Objective):
         """Student logits for ``n`` fresh lambdas: ``(B, n, D, S)`` in the network's dtype (bf16 under
         bf16 autocast: the losses cast tiles of it to float32).
         """
-        lam = student.sample_latent(x_t.shape[0], self.latents, device=x_t.device)
+        lam = self.latent_draw(x_t.shape[0], self.latents, student.latent_dim, device=x_t.device)
         return student.denoise_latent(x_t, t, cond, lam)
 
     @torch.no_grad()
