@@ -8,6 +8,7 @@ steps without validation, then ``mixdistill test`` on its last checkpoint, teach
 and student at 2 and 4 steps, ``--samples`` class-conditional samples per row.
 
     python bench/image_tokens_trained_seeds.py --seeds 0 1 2 3 --steps 250 --samples 2000 [--render]
+        [--draw stratified]   # the same with StratifiedDraw lambdas, in its own section and --out
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import tempfile
 from pathlib import Path
 
 from image_tokens_ablation import BEST, CONFIG
-from report import fit_and_test, write_section
+from report import LATENT_DRAWS, fit_and_test, latent_draw_arg, write_section
 
-SECTION = "## Image tokens: the best ablation variant over seeds"
+SECTIONS = {
+    "independent": "## Image tokens: the best ablation variant over seeds",
+    "stratified": "## Image tokens: the best ablation variant with stratified lambdas over seeds",
+}
 COLUMNS = [("teacher", 4), ("teacher", 8), ("student", 2), ("student", 4)]
 
 
-def fit_and_evaluate(seed: int, steps: int, samples: int) -> dict:
+def fit_and_evaluate(seed: int, steps: int, samples: int, draw: str) -> dict:
     """quality.json of the variant fitted and evaluated with ``seed``."""
     fit_args = [
         f"--seed_everything={seed}",
@@ -41,6 +45,7 @@ def fit_and_evaluate(seed: int, steps: int, samples: int) -> dict:
         f"{ev}.student_steps=[2,4]",
         f"{ev}.latency_batch=0",
         *BEST,
+        latent_draw_arg(draw),
     ]
     with tempfile.TemporaryDirectory() as tmp:
         quality, _, secs = fit_and_test(CONFIG, tmp, fit_args, model_args)
@@ -51,12 +56,13 @@ def render(results: dict[str, dict], args: argparse.Namespace) -> str:
     """One row per seed (FD-fashion and class accuracy), then mean and sample std of FD-fashion."""
     fd = {s: {(r["model"], r["steps"]): r["FD-fashion"] for r in q["rows"]} for s, q in results.items()}
     lines = [
-        SECTION,
+        SECTIONS[args.draw],
         "",
         f"`python bench/image_tokens_trained_seeds.py --seeds {' '.join(results)} --steps {args.steps} "
-        f"--samples {args.samples}` (2 CPU cores): the ablation's row \"paper, lr 1e-5, labels dropped, "
-        'ancestral teacher step in the target" fitted and evaluated per seed (the seed sets the fit and the '
-        "sampling). FD-fashion of class-conditional samples; lower is better.",
+        f"--samples {args.samples} --draw {args.draw}` (2 CPU cores): the ablation's row \"paper, lr 1e-5, "
+        'labels dropped, ancestral teacher step in the target" fitted and evaluated per seed (the seed sets '
+        f"the fit and the sampling), {args.draw} lambdas in training. FD-fashion of class-conditional "
+        "samples; lower is better.",
         "",
         "| seed | teacher@4 | teacher@8 | student@2 | student@4 | student@4 - teacher@8 |",
         "|---|---:|---:|---:|---:|---:|",
@@ -78,12 +84,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--steps", type=int, default=250, help="fit steps per seed")
     parser.add_argument("--samples", type=int, default=2000, help="samples per evaluated row")
-    parser.add_argument("--out", default="runs/image_tokens_trained_seeds.json")
+    parser.add_argument("--draw", choices=list(LATENT_DRAWS), default="independent", help="training lambdas")
+    parser.add_argument("--out", help="results JSON (default runs/image_tokens_trained_seeds[_DRAW].json)")
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
     args = parser.parse_args()
+    suffix = "" if args.draw == "independent" else f"_{args.draw}"
+    args.out = args.out or f"runs/image_tokens_trained_seeds{suffix}.json"
     results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     for seed in [] if args.render else args.seeds:
-        results[str(seed)] = fit_and_evaluate(seed, args.steps, args.samples)
+        results[str(seed)] = fit_and_evaluate(seed, args.steps, args.samples, args.draw)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
         print(seed, json.dumps(results[str(seed)]["rows"]), flush=True)

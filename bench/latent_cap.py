@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from report import write_section
+from report import LATENT_DRAWS, latent_draw_arg, write_section
 
 from mixdistill.cli import run
 
@@ -41,16 +41,13 @@ def pairs_table(values: int) -> np.ndarray:
     return keep / keep.sum()
 
 
-DRAWS = {"independent": "IndependentDraw", "stratified": "StratifiedDraw"}
-
-
 def fit_and_test(root: str, table: str, latents: int, draw: str, steps: int, seed: int) -> dict:
     """Exact TV of the student at 1 step after fitting with ``latents`` lambdas per example."""
     common = ["--config", str(CONFIG), f"--trainer.default_root_dir={root}"]
     common += ["--trainer.enable_progress_bar=false"]
     common += [f"--trainer.max_steps={steps}", f"--seed_everything={seed}", f"--data.init_args.table={table}"]
     objective = "--model.init_args.objective.init_args"
-    common += [f"{objective}.latents={latents}", f"{objective}.latent_draw=mixdistill.di4c.{DRAWS[draw]}"]
+    common += [f"{objective}.latents={latents}", latent_draw_arg(draw)]
     ev = "--model.init_args.evaluation.init_args"
     common += [f"{ev}.teacher_steps=[1,2,4]", f"{ev}.student_steps=[1]"]
     cli = run(["fit", *common])
@@ -93,7 +90,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--values", type=int, nargs="+", default=[2, 3, 4], help="S of each table")
     parser.add_argument("--latents", type=int, nargs="+", default=[2, 8, 32, 128])
-    parser.add_argument("--draws", nargs="+", choices=list(DRAWS), default=list(DRAWS))
+    parser.add_argument("--draws", nargs="+", choices=list(LATENT_DRAWS), default=list(LATENT_DRAWS))
     parser.add_argument("--out", default="runs/latent_cap.json")
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
     args = parser.parse_args()

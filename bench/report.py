@@ -13,6 +13,15 @@ from mixdistill.cli import MixDistillCLI, run
 from mixdistill.evaluation.headline import can_headline, headline_lines
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+# The objective's latent draws by bench name: the override that selects one (mixdistill.di4c.latent_draws).
+LATENT_DRAWS = {"independent": "IndependentDraw", "stratified": "StratifiedDraw"}
+
+
+def latent_draw_arg(draw: str) -> str:
+    """The CLI override that makes the Di4C objective draw its lambdas with ``draw``."""
+    return f"--model.init_args.objective.init_args.latent_draw=mixdistill.di4c.{LATENT_DRAWS[draw]}"
+
+
 TITLE = "# Benchmarks\n\nEach section is written by the script it names; rerun it to refresh the figures.\n"
 
 

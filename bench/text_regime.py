@@ -6,6 +6,10 @@ Tests a kept ``configs/text.yaml`` checkpoint (``python bench/text.py --root run
 at several times on real test windows. Prints one JSON object and keeps it in ``--out``.
 
     python bench/text_regime.py --ckpt runs/text/checkpoints/last.ckpt [--samples 512]
+    # a fit with StratifiedDraw lambdas (its own section and --out):
+    mixdistill fit --config configs/text.yaml --trainer.default_root_dir=runs/text_strat \
+        --model.init_args.objective.init_args.latent_draw=mixdistill.di4c.StratifiedDraw
+    python bench/text_regime.py --ckpt runs/text_strat/checkpoints/last.ckpt --draw stratified
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 
 import torch
 from lambda_use import lambda_use
-from report import write_section
+from report import LATENT_DRAWS, latent_draw_arg, write_section
 
 from mixdistill.cli import run
 
@@ -45,16 +49,27 @@ def step_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def render(result: dict, samples: int) -> str:
+SECTIONS = {
+    "independent": "## Text: the student against the teacher at 2 to 32 steps",
+    "stratified": "## Text: the student fitted with stratified lambdas, at 2 to 32 steps",
+}
+FITS = {
+    "independent": "the `configs/text.yaml` fit of the section above (1500 steps, seed 0)",
+    "stratified": f"`configs/text.yaml` fitted with `{latent_draw_arg('stratified')}` (1500 steps, seed 0, "
+    "nothing else changed)",
+}
+
+
+def render(result: dict, samples: int, draw: str) -> str:
     use = result["lambda_use"]
     return (
         "\n".join(
             [
-                "## Text: the student against the teacher at 2 to 32 steps",
+                SECTIONS[draw],
                 "",
-                "`python bench/text_regime.py --ckpt runs/text/checkpoints/last.ckpt` "
-                f"({os.cpu_count()} CPU cores): the `configs/text.yaml` fit of the section above (1500 "
-                "steps, seed 0) tested with the teacher at 2..32 and the student at 2..16 steps, "
+                f"`python bench/text_regime.py --ckpt {result['ckpt']} --draw {draw}` "
+                f"({os.cpu_count()} CPU cores): {FITS[draw]} "
+                "tested with the teacher at 2..32 and the student at 2..16 steps, "
                 f"{samples} samples of 64 tokens per row, same "
                 "seed. *nats per step bought by 2x steps*: 64 ln(teacher gen_ppl at N / at 2N) / N, the "
                 "evaluator nats the teacher gains by doubling its steps, per step of an N-step sampler: what "
@@ -81,16 +96,21 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=512, help="samples per row")
     parser.add_argument("--teacher-steps", default="[2,4,8,16,32]")
     parser.add_argument("--student-steps", default="[2,4,8,16]")
-    parser.add_argument("--out", default="runs/text_regime.json")
+    parser.add_argument("--draw", choices=list(LATENT_DRAWS), default="independent", help="the fit's lambdas")
+    parser.add_argument("--out", help="results JSON (default runs/text_regime[_DRAW].json)")
     parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
     parser.add_argument("overrides", nargs="*", help="further CLI overrides (the fit's model overrides)")
     args = parser.parse_args()
+    args.out = args.out or (
+        "runs/text_regime.json" if args.draw == "independent" else f"runs/text_regime_{args.draw}.json"
+    )
     if args.render:
-        write_section(render(json.loads(Path(args.out).read_text()), args.samples))
+        write_section(render(json.loads(Path(args.out).read_text()), args.samples, args.draw))
         return
     ev = "--model.init_args.evaluation.init_args"
     with tempfile.TemporaryDirectory() as tmp:
-        common = ["--config", str(CONFIG), f"--trainer.default_root_dir={tmp}", *args.overrides]
+        common = ["--config", str(CONFIG), f"--trainer.default_root_dir={tmp}", latent_draw_arg(args.draw)]
+        common += args.overrides
         cli = run(
             ["test", *common, f"--ckpt_path={args.ckpt}", "--trainer.enable_progress_bar=false"]
             + [f"{ev}.teacher_steps={args.teacher_steps}", f"{ev}.student_steps={args.student_steps}"]
@@ -106,7 +126,7 @@ def main() -> None:
     keys = ("model", "steps", "gen_ppl", "word_ppl", "nonword_rate", "entropy")
     print(json.dumps({"rows": [{k: r.get(k) for k in keys} for r in result["rows"]], "lambda_use": use}))
     if not args.overrides:
-        write_section(render(result, args.samples))
+        write_section(render(result, args.samples, args.draw))
 
 
 if __name__ == "__main__":
