@@ -26,15 +26,20 @@ TITLE = "# Benchmarks\n\nEach section is written by the script it names; rerun i
 
 
 def write_section(text: str, doc: Path = DOC) -> None:
-    """Replace the section whose first line equals ``text``'s first line (a ``## `` heading), or append it."""
+    """Replace, in place, the section whose first line equals ``text``'s first line (a ``## `` heading),
+    or append it."""
     heading = text.splitlines()[0]
     if not heading.startswith("## "):
         raise ValueError(f"section text must start with a '## ' heading, got {heading!r}")
     old = doc.read_text() if doc.exists() else TITLE
     parts = old.split("\n## ")
     head, sections = parts[0], ["## " + p for p in parts[1:]]
-    sections = [s for s in sections if s.splitlines()[0] != heading]
-    sections.append(text.strip() + "\n")
+    # In place, so rerunning one script leaves the order of the document as it was.
+    found = [i for i, s in enumerate(sections) if s.splitlines()[0] == heading]
+    if found:
+        sections[found[0]] = text.strip() + "\n"
+    else:
+        sections.append(text.strip() + "\n")
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(head.rstrip() + "\n\n" + "\n".join(s.rstrip() + "\n" for s in sections))
 
