@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from mixdistill.metrics.decoded_text import decoded_text
 from mixdistill.metrics.word_counts import WordCounts, split_words
 
 
@@ -53,12 +54,7 @@ class NonWordRate(Metric):
         """Count the words of a batch of generated samples ``(B, L)``; ``real`` batches are ignored."""
         if real:
             return
-        if self.decode is None:
-            raise RuntimeError(
-                f"{self.name}: decode is unset, so samples cannot be turned into text; give decode= "
-                f"or evaluate through QualityEvaluation, which sets it."
-            )
-        words = [w for text in self.decode(x.tolist()) for w in split_words(text)]
+        words = [w for text in decoded_text(self.name, self.decode, x) for w in split_words(text)]
         ids = self.counts.ids(words)
         self.unknown += (ids == self.counts.unknown).sum().to(self.unknown.device)
         self.words += ids.numel()

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from mixdistill.metrics.decoded_text import decoded_text
 from mixdistill.metrics.word_counts import WordCounts, split_words
 
 
@@ -116,12 +117,7 @@ class WordPerplexity(Metric):
         """Score a batch of generated samples ``(B, L)`` of token ids; ``real`` batches are ignored."""
         if real:
             return
-        if self.decode is None:
-            raise RuntimeError(
-                f"{self.name}: decode is unset, so samples cannot be turned into text; give decode= "
-                f"or evaluate through QualityEvaluation, which sets it."
-            )
-        prev, nxt = word_pairs(self.counts, self.decode(x.tolist()))
+        prev, nxt = word_pairs(self.counts, decoded_text(self.name, self.decode, x))
         self.nll_sum -= self.model.log_prob(prev, nxt).sum().to(self.nll_sum.device)
         self.words += nxt.numel()
 
