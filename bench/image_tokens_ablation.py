@@ -19,6 +19,7 @@ from pathlib import Path
 
 from lambda_use import lambda_use
 from report import ablation_args, ablation_row, fit_and_test, write_section
+from results_file import ResultsFile
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "image_tokens.yaml"
 ADDITIVE = [
@@ -56,7 +57,8 @@ VARIANTS: dict[str, list[str]] = {
 
 def main() -> None:
     args = ablation_args(__doc__.splitlines()[0], 250, 2000, "runs/image_tokens_ablation.json")
-    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    store = ResultsFile(args.out)
+    results = store.data
     for name, overrides in VARIANTS.items():
         if args.render or (args.only and not any(o in name for o in args.only)):
             continue
@@ -76,8 +78,7 @@ def main() -> None:
             cli.model.eval()
             use = lambda_use(cli.model.student)
         results[name] = {"overrides": overrides, "fit_seconds": secs, "lambda_use": use, **quality}
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        store.save()
         print(name, json.dumps({k: results[name][k] for k in ("lambda_use", "rows")}), flush=True)
     write_section(render(results, args))
 

@@ -17,10 +17,10 @@ import argparse
 import json
 import statistics
 import tempfile
-from pathlib import Path
 
 from image_tokens_ablation import BEST, CONFIG
 from report import LATENT_DRAWS, fit_and_test, latent_draw_arg, write_section
+from results_file import ResultsFile, add_results_args, per_draw_out
 
 SECTIONS = {
     "independent": "## Image tokens: the best ablation variant over seeds",
@@ -85,16 +85,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250, help="fit steps per seed")
     parser.add_argument("--samples", type=int, default=2000, help="samples per evaluated row")
     parser.add_argument("--draw", choices=list(LATENT_DRAWS), default="independent", help="training lambdas")
-    parser.add_argument("--out", help="results JSON (default runs/image_tokens_trained_seeds[_DRAW].json)")
-    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
+    add_results_args(parser, None)
     args = parser.parse_args()
-    suffix = "" if args.draw == "independent" else f"_{args.draw}"
-    args.out = args.out or f"runs/image_tokens_trained_seeds{suffix}.json"
-    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    store = ResultsFile(args.out or per_draw_out("image_tokens_trained_seeds", args.draw))
+    results = store.data
     for seed in [] if args.render else args.seeds:
         results[str(seed)] = fit_and_evaluate(seed, args.steps, args.samples, args.draw)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        store.save()
         print(seed, json.dumps(results[str(seed)]["rows"]), flush=True)
     write_section(render(results, args))
 

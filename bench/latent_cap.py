@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from report import LATENT_DRAWS, latent_draw_arg, write_section
+from results_file import ResultsFile, add_results_args
 
 from mixdistill.cli import run
 
@@ -91,20 +92,19 @@ def main() -> None:
     parser.add_argument("--values", type=int, nargs="+", default=[2, 3, 4], help="S of each table")
     parser.add_argument("--latents", type=int, nargs="+", default=[2, 8, 32, 128])
     parser.add_argument("--draws", nargs="+", choices=list(LATENT_DRAWS), default=list(LATENT_DRAWS))
-    parser.add_argument("--out", default="runs/latent_cap.json")
-    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
+    add_results_args(parser, "runs/latent_cap.json")
     args = parser.parse_args()
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {}
+    store = ResultsFile(args.out)
     if not args.render:
-        fit_missing(results, args, out)
-    text = render(results, args)
+        fit_missing(store, args)
+    text = render(store.data, args)
     write_section(text)
     print(text)
 
 
-def fit_missing(results: dict, args: argparse.Namespace, out: Path) -> None:
-    """Fits every (draw, S, n) not yet in ``results``, keeping each row in ``out`` as it lands."""
+def fit_missing(store: ResultsFile, args: argparse.Namespace) -> None:
+    """Fits every (draw, S, n) not yet in ``store``, saving each row as it lands."""
+    results = store.data
     with tempfile.TemporaryDirectory() as tmp:
         for draw in args.draws:
             for v in args.values:
@@ -118,8 +118,7 @@ def fit_missing(results: dict, args: argparse.Namespace, out: Path) -> None:
                     tv = fit_and_test(root, str(table), n, draw, args.steps, args.seed)
                     row = {f"{m}@{k}": x for (m, k), x in tv.items()}
                     results.setdefault(draw, {}).setdefault(str(v), {})[str(n)] = row
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    out.write_text(json.dumps(results, indent=2))
+                    store.save()
                     print(draw, v, n, json.dumps(row), flush=True)
 
 

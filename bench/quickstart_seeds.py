@@ -13,10 +13,10 @@ import argparse
 import json
 import statistics
 import tempfile
-from pathlib import Path
 
 from quickstart import CONFIG
 from report import LATENT_DRAWS, fit_and_test, latent_draw_arg, write_section
+from results_file import ResultsFile, add_results_args
 
 COLUMNS = [("teacher", 4), ("teacher", 8), ("student", 2), ("student", 4)]
 METRIC = "FD-pixels"
@@ -72,18 +72,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--draws", nargs="+", choices=list(LATENT_DRAWS), default=list(LATENT_DRAWS))
-    parser.add_argument("--out", default="runs/quickstart_seeds.json")
-    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
+    add_results_args(parser, "runs/quickstart_seeds.json")
     args = parser.parse_args()
-    out = Path(args.out)
-    results = json.loads(out.read_text()) if out.is_file() else {}
+    store = ResultsFile(args.out)
+    results = store.data
     for draw in [] if args.render else args.draws:
         for seed in args.seeds:
             if str(seed) in results.get(draw, {}):
                 continue
             results.setdefault(draw, {})[str(seed)] = fit_and_evaluate(seed, draw)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(results, indent=2))
+            store.save()
             print(draw, seed, json.dumps(results[draw][str(seed)]["rows"]), flush=True)
     write_section(render(results, [str(s) for s in args.seeds]))
 

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from results_file import add_results_args
+
 from mixdistill.cli import MixDistillCLI, run
 from mixdistill.evaluation.headline import can_headline, headline_lines
 
@@ -79,8 +81,7 @@ def ablation_args(description: str, steps: int, samples: int, out: str) -> argpa
     parser.add_argument("--steps", type=int, default=steps, help="fit steps of every variant")
     parser.add_argument("--samples", type=int, default=samples, help="samples per evaluated row")
     parser.add_argument("--only", nargs="*", help="variant names (substrings) to run")
-    parser.add_argument("--out", default=out, help="JSON of the results so far (rows are added)")
-    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
+    add_results_args(parser, out)
     return parser.parse_args()
 
 

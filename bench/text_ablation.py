@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lambda_use import lambda_use
 from report import ablation_args, ablation_row, write_section
+from results_file import ResultsFile
 
 from mixdistill.cli import run
 
@@ -61,7 +62,8 @@ def evaluate(cli, steps: list[int], samples: int, teacher_too: bool) -> list[dic
 
 def main() -> None:
     args = ablation_args(__doc__.splitlines()[0], 400, 256, "runs/text_ablation.json")
-    results = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    store = ResultsFile(args.out)
+    results = store.data
     if args.render:
         write_section(render(results, args.samples))
         return
@@ -97,8 +99,7 @@ def main() -> None:
             "rows": [r for r in rows if r["model"] == "student"],
             "steps": args.steps,
         }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2))
+        store.save()
         print(name, json.dumps(results[name]), flush=True)
     write_section(render(results, args.samples))
 

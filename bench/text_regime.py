@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from lambda_use import lambda_use
 from report import LATENT_DRAWS, latent_draw_arg, write_section
+from results_file import ResultsFile, add_results_args, per_draw_out
 
 from mixdistill.cli import run
 
@@ -100,15 +101,12 @@ def main() -> None:
     parser.add_argument("--teacher-steps", default="[2,4,8,16,32]")
     parser.add_argument("--student-steps", default="[2,4,8,16]")
     parser.add_argument("--draw", choices=list(LATENT_DRAWS), default="independent", help="the fit's lambdas")
-    parser.add_argument("--out", help="results JSON (default runs/text_regime[_DRAW].json)")
-    parser.add_argument("--render", action="store_true", help="only rewrite the docs section from --out")
+    add_results_args(parser, None)
     parser.add_argument("overrides", nargs="*", help="further CLI overrides (the fit's model overrides)")
     args = parser.parse_args()
-    args.out = args.out or (
-        "runs/text_regime.json" if args.draw == "independent" else f"runs/text_regime_{args.draw}.json"
-    )
+    store = ResultsFile(args.out or per_draw_out("text_regime", args.draw))
     if args.render:
-        write_section(render(json.loads(Path(args.out).read_text()), args.samples, args.draw))
+        write_section(render(store.data, args.samples, args.draw))
         return
     ev = "--model.init_args.evaluation.init_args"
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,8 +122,8 @@ def main() -> None:
     x0 = torch.cat([b["x0"] for b in dm.test_dataloader()])
     use = {str(t): lambda_use(cli.model.student.cpu(), t=t, x0=x0, batch=64) for t in TIMES}
     result = {"ckpt": args.ckpt, "overrides": args.overrides, "rows": quality["rows"], "lambda_use": use}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    store.data = result
+    store.save()
     keys = ("model", "steps", "gen_ppl", "word_ppl", "nonword_rate", "entropy")
     print(json.dumps({"rows": [{k: r.get(k) for k in keys} for r in result["rows"]], "lambda_use": use}))
     if not args.overrides:
