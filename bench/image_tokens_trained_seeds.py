@@ -29,7 +29,7 @@ SECTIONS = {
 COLUMNS = [("teacher", 4), ("teacher", 8), ("student", 2), ("student", 4)]
 
 
-def fit_and_evaluate(seed: int, steps: int, samples: int, draw: str) -> dict:
+def fit_and_evaluate(seed: int, steps: int, samples: int, draw: str, latents: int | None) -> dict:
     """quality.json of the variant fitted and evaluated with ``seed``."""
     fit_args = [
         f"--seed_everything={seed}",
@@ -47,6 +47,8 @@ def fit_and_evaluate(seed: int, steps: int, samples: int, draw: str) -> dict:
         *BEST,
         latent_draw_arg(draw),
     ]
+    if latents is not None:
+        model_args.append(f"--model.init_args.objective.init_args.latents={latents}")
     with tempfile.TemporaryDirectory() as tmp:
         quality, _, secs = fit_and_test(CONFIG, tmp, fit_args, model_args)
     return {"fit_seconds": secs, **quality}
@@ -55,13 +57,17 @@ def fit_and_evaluate(seed: int, steps: int, samples: int, draw: str) -> dict:
 def render(results: dict[str, dict], args: argparse.Namespace) -> str:
     """One row per seed (FD-fashion and class accuracy), then mean and sample std of FD-fashion."""
     fd = {s: {(r["model"], r["steps"]): r["FD-fashion"] for r in q["rows"]} for s, q in results.items()}
+    n = "" if args.latents is None else f" --latents {args.latents}"
     lines = [
-        SECTIONS[args.draw],
+        SECTIONS[args.draw] + ("" if args.latents is None else f", n = {args.latents}"),
         "",
         f"`python bench/image_tokens_trained_seeds.py --seeds {' '.join(results)} --steps {args.steps} "
-        f"--samples {args.samples} --draw {args.draw}` (2 CPU cores): the ablation's row \"paper, lr 1e-5, "
-        'labels dropped, ancestral teacher step in the target" fitted and evaluated per seed (the seed sets '
-        f"the fit and the sampling), {args.draw} lambdas in training. FD-fashion of class-conditional "
+        f"--samples {args.samples} --draw {args.draw}{n}` (2 CPU cores): the ablation's row "
+        '"paper, lr 1e-5, labels dropped, ancestral teacher step in the target" fitted and evaluated per '
+        "seed (the seed sets "
+        f"the fit and the sampling), {args.draw} lambdas in training"
+        + ("" if args.latents is None else f", {args.latents} per example (the config: 16)")
+        + ". FD-fashion of class-conditional "
         "samples; lower is better.",
         "",
         "| seed | teacher@4 | teacher@8 | student@2 | student@4 | student@4 - teacher@8 |",
@@ -85,12 +91,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250, help="fit steps per seed")
     parser.add_argument("--samples", type=int, default=2000, help="samples per evaluated row")
     parser.add_argument("--draw", choices=list(LATENT_DRAWS), default="independent", help="training lambdas")
+    parser.add_argument("--latents", type=int, help="lambdas per example in training (default: the config's)")
     add_results_args(parser, None)
     args = parser.parse_args()
-    store = ResultsFile(args.out or per_draw_out("image_tokens_trained_seeds", args.draw))
+    store = ResultsFile(
+        args.out
+        or per_draw_out(
+            "image_tokens_trained_seeds" + ("" if args.latents is None else f"_n{args.latents}"), args.draw
+        )
+    )
     results = store.data
     for seed in [] if args.render else args.seeds:
-        results[str(seed)] = fit_and_evaluate(seed, args.steps, args.samples, args.draw)
+        results[str(seed)] = fit_and_evaluate(seed, args.steps, args.samples, args.draw, args.latents)
         store.save()
         print(seed, json.dumps(results[str(seed)]["rows"]), flush=True)
     write_section(render(results, args))
