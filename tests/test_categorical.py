@@ -1,4 +1,4 @@
-"""The float64 inverse-CDF categorical sampler."""
+"""The float64 inverse-CDF categorical sampler (all rows, or only the rows `where` selects)."""
 
 from __future__ import annotations
 
@@ -132,3 +132,28 @@ def test_chunking_changes_neither_the_draws_nor_the_input(fn, monkeypatch):
     assert whole.shape == (5, 7, 3)
     assert torch.equal(whole, chunked)
     assert torch.equal(values, kept)
+
+
+@pytest.mark.parametrize("fn", [sample_from_probs, sample_from_logits])
+def test_where_draws_the_selected_rows_of_the_full_draw(fn):
+    """``where`` draws only the selected rows, yet from the uniforms of a draw over every row: for one
+    seed the selected rows equal the full draw's and the others are ``otherwise``, unchanged."""
+    values = torch.rand(3, 5, 9) if fn is sample_from_probs else torch.randn(3, 5, 9)
+    where = torch.rand(3, 5) < 0.5
+    otherwise = torch.randint(0, 9, (3, 5))
+    full = fn(values, generator=torch.Generator().manual_seed(11))
+    picked = fn(values, generator=torch.Generator().manual_seed(11), where=where, otherwise=otherwise)
+    assert torch.equal(picked[where], full[where])
+    assert torch.equal(picked[~where], otherwise[~where])
+
+
+def test_where_rejects_mismatched_arguments():
+    """``where`` without ``otherwise``, with several draws per row, or of another shape is an error
+    that names the arguments, not a silent full draw."""
+    logits, where, other = torch.randn(2, 4, 6), torch.ones(2, 4, dtype=torch.bool), torch.zeros(2, 4).long()
+    with pytest.raises(ValueError, match="where and otherwise go together"):
+        sample_from_logits(logits, where=where)
+    with pytest.raises(ValueError, match="num_samples=3"):
+        sample_from_logits(logits, 3, where=where, otherwise=other)
+    with pytest.raises(ValueError, match=r"must have the shape of the rows, \(2, 4\)"):
+        sample_from_logits(logits, where=where[:, :2], otherwise=other[:, :2])

@@ -467,3 +467,19 @@ def test_product_step_is_exact_for_product_table(kind):
     table = torch.outer(*marg)
     teacher = ExactTeacher(proc, table)
     assert product_step_error(proc, teacher, table, 0.6, 0.2) < 1e-6
+
+
+def test_random_positions_are_those_constrain_logits_leaves_free():
+    """A sampler may copy ``x_t`` wherever ``random_positions`` is False: there ``constrain_logits``
+    puts all mass on ``x_t``'s token, and elsewhere it leaves the logits as they were. A uniform
+    process pins nothing and says so with None."""
+    proc = MaskingProcess(5)
+    x_t = torch.tensor([[0, 5, 3, 5], [5, 5, 1, 4]])
+    logits = torch.randn(2, 4, 6)
+    free = proc.random_positions(x_t)
+    assert torch.equal(free, x_t == 5)
+    probs = proc.constrain_logits(logits, x_t).softmax(-1)
+    pinned = torch.nn.functional.one_hot(x_t, 6).double()
+    torch.testing.assert_close(probs[~free].double(), pinned[~free], rtol=0, atol=1e-12)
+    torch.testing.assert_close(probs[free], logits.softmax(-1)[free])
+    assert UniformProcess(5).random_positions(x_t.clamp(max=4)) is None

@@ -114,7 +114,10 @@ class Di4CObjective(Objective):
         finally:
             student.train(was_training)
         logits = logits.view(b, n, *logits.shape[1:])  # (b, n, D, S), the network's dtype
-        return sample_from_logits(logits), tiled_log_marginal(logits, self.tile_elements)
+        free = teacher.process.random_positions(x_u)  # (b, n, D): None when every position is random
+        # Only the random positions are drawn (the rest are pinned to x_u), from the same uniforms.
+        targets = sample_from_logits(logits, where=free, otherwise=None if free is None else x_u)
+        return targets, tiled_log_marginal(logits, self.tile_elements)
 
     def forward(
         self, teacher: Teacher, student: MixtureStudent, x0: Tensor, cond: Tensor | None = None

@@ -91,6 +91,13 @@ class ForwardProcess(nn.Module, ABC):
         """
         return logits
 
+    def random_positions(self, x_t: Tensor) -> Tensor | None:
+        """Bool ``(..., D)``: the positions whose denoised value is random given ``x_t``; at the
+        others ``constrain_logits`` puts all mass on ``x_t``'s token, so a sampler may copy it
+        instead of drawing. ``None`` (the default): every position is random.
+        """
+        return None
+
     def extra_repr(self) -> str:
         return f"vocab_size={self.vocab_size}, num_states={self.num_states}"
 

@@ -78,7 +78,11 @@ class MaskingProcess(ForwardProcess):
 
     def constrain_logits(self, logits: Tensor, x_t: Tensor) -> Tensor:
         """Unmasked positions get a point mass on their token (the "carry-over" parameterisation)."""
-        return pin_logits(logits, x_t == self.mask_id, x_t)
+        return pin_logits(logits, self.random_positions(x_t), x_t)
+
+    def random_positions(self, x_t: Tensor) -> Tensor:
+        """The masked positions: an unmasked token stays."""
+        return x_t == self.mask_id
 
     def extra_repr(self) -> str:
         return f"vocab_size={self.vocab_size}, schedule={self.schedule!r}"
