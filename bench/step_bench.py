@@ -1,7 +1,7 @@
 """The whole Di4C training step against a port of the research code's step, on real networks.
 
 One step = teacher pass, student over the latent batch, consistency target, loss, backward, for the
-MDLM DiT and the MaskGIT ViT at CPU-scaled sizes (random weights, dropout 0, float32):
+MDLM DiT, the MaskGIT ViT and the tau-LDR U-Net at CPU-scaled sizes (random weights, dropout 0, float32):
 
 * **mixdistill**: ``Di4CObjective.forward`` + backward (one teacher pass reused for the step, targets
   under ``no_grad`` with the student in eval mode, the fused loss over sequence tiles);
@@ -41,15 +41,18 @@ from loss_bench import peak_bytes_of  # noqa: E402
 from report import write_section  # noqa: E402
 
 from mixdistill.di4c.objective import Di4CObjective  # noqa: E402
-from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TimeDraw, TimeSampler  # noqa: E402
-from mixdistill.di4c.weights import SigmoidWeight  # noqa: E402
-from mixdistill.injection import ExtraTokenInjection  # noqa: E402
+from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TauLDRTimes, TimeDraw, TimeSampler  # noqa: E402
+from mixdistill.di4c.weights import ConstantWeight, SigmoidWeight  # noqa: E402
+from mixdistill.injection import ExtraTokenInjection, ResBlockInjection  # noqa: E402
 from mixdistill.module import DistillModule  # noqa: E402
 from mixdistill.nets.dit import MDLMDiT  # noqa: E402
 from mixdistill.nets.maskgit_vit import MaskGITSizes  # noqa: E402
+from mixdistill.nets.tauldr_unet import TauLDRUNet  # noqa: E402
+from mixdistill.processes.gaussian import GaussianRateProcess  # noqa: E402
 from mixdistill.sampling.categorical import sample_from_logits  # noqa: E402
 from mixdistill.teachers.maskgit import MaskGITTeacher  # noqa: E402
 from mixdistill.teachers.mdlm import MDLMTeacher  # noqa: E402
+from mixdistill.teachers.tauldr import TauLDRTeacher  # noqa: E402
 
 SECTION = "## Whole training step: mixdistill against the research step"
 
@@ -82,6 +85,17 @@ def maskgit(grid: int, codes: int, latents: int) -> DistillModule:
     times = AllTerms(MaskGITTimes(step=0.05, distil_below=0.0, distil_weight=1.0))
     objective = Di4CObjective(times, SigmoidWeight(scale=0.1, sharpness=20.0, center=0.5), latents=latents)
     return DistillModule(teacher, objective, ExtraTokenInjection("net", 128, 64))
+
+
+def tauldr(side: int, states: int, latents: int) -> DistillModule:
+    """tau-LDR U-Net (32 channels, multipliers 1 and 2, one ResBlock per level) on ``side x side``
+    RGB images of ``states`` values, the paper's Gaussian rate and times, lambda through the ResBlocks.
+    """
+    process = GaussianRateProcess(num_states=states, rate_sigma=6.0, q_sigma=2.0 * states)
+    net = TauLDRUNet(3, 32, (1, 2), 1, dropout=0.0, time_embed_dim=32, data_max=states - 1)
+    teacher = TauLDRTeacher(process, (3, side, side), net)
+    objective = Di4CObjective(AllTerms(TauLDRTimes()), ConstantWeight(), latents=latents)
+    return DistillModule(teacher, objective, ResBlockInjection(embed_dim=32))
 
 
 def research_step(module: DistillModule, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -174,10 +188,12 @@ def setups(quick: bool) -> list[tuple[str, Callable[[], DistillModule], int]]:
         return [
             ("MDLM DiT, D=32, S=256, n=4", lambda: mdlm(32, 256, 4), 2),
             ("MaskGIT ViT, D=16, S=64, n=4", lambda: maskgit(4, 64, 4), 2),
+            ("tau-LDR U-Net, D=3x8x8, S=16, n=4", lambda: tauldr(8, 16, 4), 2),
         ]
     return [
         ("MDLM DiT, D=128, S=4096, n=16", lambda: mdlm(128, 4096, 16), 2),
         ("MaskGIT ViT, D=64, S=1024, n=32", lambda: maskgit(8, 1024, 32), 2),
+        ("tau-LDR U-Net, D=3x16x16, S=256, n=16", lambda: tauldr(16, 256, 16), 2),
     ]
 
 

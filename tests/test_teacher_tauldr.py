@@ -308,3 +308,21 @@ def test_tiny_config_fits_and_tests_through_the_cli(tmp_path):
     assert ckpt.is_file()
     main(["test", *args, f"--ckpt_path={ckpt}", "--model.init_args.evaluation.init_args.num_samples=16"])
     assert next(tmp_path.rglob("quality.json")).is_file()
+
+
+def test_fix_logistic_takes_the_tail_accurate_of_both_forms():
+    """Invariant: with ``fix_logistic`` each bin's logit is the smaller of tau-LDR's CDF form
+    ``log(cdf_r - cdf_l + eps cdf_r)`` and the complementary form ``log(sf_l - sf_r + eps sf_l)``
+    (``sf = 1 - cdf``), both computed here in float64 from the bin edges."""
+    torch.manual_seed(3)
+    out = torch.randn(2, 4, 3, 3, dtype=torch.float64)  # (B, 2C, H, W), C = 2; |z| < 700: no underflow
+    mu, inv_scale = out[:, :2].unsqueeze(-1), torch.exp(2 - out[:, 2:]).unsqueeze(-1)
+    edges = -1 + 2 / S * torch.arange(S + 1, dtype=torch.float64)
+    z = (edges - mu) * inv_scale  # (B, C, H, W, S + 1)
+    cdf, sf = torch.sigmoid(z), torch.sigmoid(-z)  # sf = 1 - cdf, accurate in the right tail
+    lo, hi = cdf[..., :-1], cdf[..., 1:]
+    sf_lo, sf_hi = sf[..., :-1], sf[..., 1:]
+    want = torch.minimum(torch.log(hi - lo + 1e-6 * hi), torch.log(sf_lo - sf_hi + 1e-6 * sf_lo))
+    got = truncated_logistic_logits(out, S, fix_logistic=True)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    assert bool((got <= truncated_logistic_logits(out, S) + 1e-12).all())

@@ -54,11 +54,15 @@ def tiled_log_marginal(logits: Tensor, tile_elements: int | None = None) -> Tens
     Returns:
         ``(B, D, S)`` in the working dtype.
     """
-    B, _, D, S = logits.shape
+    B, n, D, S = logits.shape
     out = logits.new_empty(B, D, S, dtype=working_dtype(logits))
     with torch.no_grad():
         for sl in sequence_tiles(logits, tile_elements):
-            out[:, sl] = mixture_log_marginal(logits[:, :, sl].log_softmax(-1, dtype=out.dtype))
+            logp = logits[:, :, sl].log_softmax(-1, dtype=out.dtype)  # (B, n, d, S), ours to overwrite
+            # logsumexp over the latents in place: torch.logsumexp would add a second tile-size temporary.
+            top = logp.amax(1)  # (B, d, S), finite: log_softmax of finite logits
+            mass = logp.sub_(top.unsqueeze(1)).exp_().sum(1)
+            out[:, sl] = mass.log_().add_(top).sub_(math.log(n))
     return out
 
 

@@ -196,12 +196,15 @@ def truncated_logistic_logits(out: Tensor, num_states: int, fix_logistic: bool =
     inv_scale = torch.exp(-(log_scale - 2.0))
     width = 2.0 / num_states
     centres = torch.linspace(-1.0 + width / 2, 1.0 - width / 2, num_states, device=out.device)
-    left = (centres - width / 2 - mu) * inv_scale  # (B, C, H, W, S)
-    right = (centres + width / 2 - mu) * inv_scale
-    log_left, log_right = F.logsigmoid(left), F.logsigmoid(right)
-    logits = _log_minus_exp(log_right, log_left)
+    # Bin k's right edge is bin k+1's left edge: the S + 1 edges' log-CDFs are computed once, which
+    # halves the full-size (B, C, H, W, S) temporaries of this head, the largest tensors of the step.
+    edges = torch.cat([centres - width / 2, centres[-1:] + width / 2])  # (S + 1,)
+    z = (edges - mu) * inv_scale  # (B, C, H, W, S + 1)
+    log_cdf = F.logsigmoid(z)
+    logits = _log_minus_exp(log_cdf[..., 1:], log_cdf[..., :-1])
     if fix_logistic:
-        logits = torch.minimum(logits, _log_minus_exp(log_left - left, log_right - right))
+        log_sf = log_cdf - z  # log(1 - sig(z))
+        logits = torch.minimum(logits, _log_minus_exp(log_sf[..., :-1], log_sf[..., 1:]))
     return logits
 
 

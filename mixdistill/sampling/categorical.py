@@ -89,8 +89,8 @@ def _draw(
     step = max(1, CHUNK_ELEMENTS // max(k, 1))
     for start in range(0, u.shape[0], step):
         sl = slice(start, start + step)
-        chunk = rows[sl] if picked is None else rows.index_select(0, picked[sl])
-        cdf = weights(chunk).cumsum_(-1)  # (r, K) float64
+        # The selected rows' copy is not kept past weights(): only the float64 one is live below.
+        cdf = weights(rows[sl] if picked is None else rows.index_select(0, picked[sl])).cumsum_(-1)  # (r, K)
         x = torch.minimum(u[sl] * cdf[:, -1:], cdf[:, -1:] * (1 - 2**-50))  # never past the last weight
         out[sl] = torch.searchsorted(cdf, x, right=True).clamp_(max=k - 1)
     if picked is not None:
