@@ -9,7 +9,8 @@ MDLM DiT, the MaskGIT ViT and the tau-LDR U-Net at CPU-scaled sizes (random weig
   the teacher run twice on ``x_t`` (once for the targets of distillation and data, once inside its
   step), the student at ``u`` run *with* an autograd graph that is kept to the end of the step and
   detached for the loss, and ``bench/looped_reference.py``'s loss (softmax and log-softmax both
-  materialised, the teacher repeated n times, a Python loop over the latent batch).
+  materialised, the teacher repeated n times, a Python loop over the latent batch); tau-LDR's
+  output head as tau-LDR computes it (``tauldr_head``).
 
 Both consume the random stream in the same order (times, corruption, lambdas at ``t``, teacher step,
 lambdas at ``u``, the targets drawn with ``sample_from_logits``) and every example takes all three
@@ -29,8 +30,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,8 +101,27 @@ def tauldr(side: int, states: int, latents: int) -> DistillModule:
     return DistillModule(teacher, objective, ResBlockInjection(embed_dim=32))
 
 
+def tauldr_head(out: torch.Tensor, num_states: int, fix_logistic: bool = False) -> torch.Tensor:
+    """tau-LDR's own output head, as its code computes it: both edges' log-CDFs for every bin and
+    autograd through the elementwise chain (mixdistill's head shares the edges and saves only the
+    means and scales). Same values; used by the research port."""
+    C = out.shape[1] // 2
+    mu, log_scale = out[:, :C].unsqueeze(-1), out[:, C:].unsqueeze(-1)
+    inv_scale = torch.exp(-(log_scale - 2.0))
+    width = 2.0 / num_states
+    centres = torch.linspace(-1.0 + width / 2, 1.0 - width / 2, num_states, device=out.device)
+    log_left = F.logsigmoid((centres - width / 2 - mu) * inv_scale)
+    log_right = F.logsigmoid((centres + width / 2 - mu) * inv_scale)
+    return log_right + torch.log1p(-torch.exp(log_left - log_right) + 1e-6)
+
+
 def research_step(module: DistillModule, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     """The research code's step structure (see the module docstring): the loss, graphs kept."""
+    with mock.patch("mixdistill.teachers.tauldr.truncated_logistic_logits", tauldr_head):
+        return _research_step(module, x0, cond)
+
+
+def _research_step(module: DistillModule, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     teacher, student, obj = module.teacher, module.student, module.objective
     n, B = obj.latents, x0.shape[0]
     draw = obj.times.draw(B, x0.device)

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from mixdistill.cli import run as main
 from mixdistill.injection import ResBlockInjection
-from mixdistill.nets.tauldr_unet import TauLDRUNet, truncated_logistic_logits
+from mixdistill.nets.tauldr_unet import TauLDRUNet
+from mixdistill.nets.truncated_logistic import truncated_logistic_logits
 from mixdistill.processes.gaussian import GaussianRateProcess
 from mixdistill.sampling.tau_leaping import (
     MinTimeAncestralStep,

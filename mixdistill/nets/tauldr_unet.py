@@ -177,37 +177,3 @@ class _Offsets:
     def next(self) -> Tensor | None:
         index, self.index = self.index, self.index + 1
         return None if self.embedding is None else self.path.block_offset(index, self.embedding)
-
-
-def truncated_logistic_logits(out: Tensor, num_states: int, fix_logistic: bool = False) -> Tensor:
-    """Log-probabilities of ``num_states`` equal bins of ``[-1, 1]`` under per-pixel logistics.
-
-    ``out`` ``(B, 2C, H, W)`` holds the means ``mu`` and log-scales; ``inv_scale = exp(2 - log_scale)``.
-    Bin ``k`` spans ``[-1 + k w, -1 + (k + 1) w]``, ``w = 2 / num_states``; its logit is
-    ``log(sig(right) - sig(left))`` computed as tau-LDR does, ``a + log1p(-exp(b - a) + 1e-6)`` with
-    ``a, b`` the log-CDFs (so ``log(sig(r) - sig(l) + 1e-6 sig(r))``). ``fix_logistic`` takes the
-    minimum with the complementary form, which is more accurate in the right tail (tau-LDR: False).
-
-    Returns:
-        Logits ``(B, C, H, W, num_states)``.
-    """
-    C = out.shape[1] // 2
-    mu, log_scale = out[:, :C].unsqueeze(-1), out[:, C:].unsqueeze(-1)  # (B, C, H, W, 1)
-    inv_scale = torch.exp(-(log_scale - 2.0))
-    width = 2.0 / num_states
-    centres = torch.linspace(-1.0 + width / 2, 1.0 - width / 2, num_states, device=out.device)
-    # Bin k's right edge is bin k+1's left edge: the S + 1 edges' log-CDFs are computed once, which
-    # halves the full-size (B, C, H, W, S) temporaries of this head, the largest tensors of the step.
-    edges = torch.cat([centres - width / 2, centres[-1:] + width / 2])  # (S + 1,)
-    z = (edges - mu) * inv_scale  # (B, C, H, W, S + 1)
-    log_cdf = F.logsigmoid(z)
-    logits = _log_minus_exp(log_cdf[..., 1:], log_cdf[..., :-1])
-    if fix_logistic:
-        log_sf = log_cdf - z  # log(1 - sig(z))
-        logits = torch.minimum(logits, _log_minus_exp(log_sf[..., :-1], log_sf[..., 1:]))
-    return logits
-
-
-def _log_minus_exp(a: Tensor, b: Tensor, eps: float = 1e-6) -> Tensor:
-    """``log(exp(a) - exp(b))`` for ``b < a``, with tau-LDR's ``eps`` inside the ``log1p``."""
-    return a + torch.log1p(-torch.exp(b - a) + eps)

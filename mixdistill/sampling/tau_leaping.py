@@ -60,8 +60,11 @@ def poisson_leap(x: Tensor, rates: Tensor, h: Tensor) -> Tensor:
     """
     K = rates.shape[-1]
     jumps = torch.poisson(rates * h)  # (..., D, K)
-    diffs = torch.arange(K, device=x.device, dtype=rates.dtype) - x.unsqueeze(-1).to(rates.dtype)
-    return (x + (jumps * diffs).sum(-1).long()).clamp(0, K - 1)
+    # sum_y N_y (y - x) = sum_y N_y y - x sum_y N_y, without a (..., D, K) tensor of differences;
+    # the counts are small integers, so both float sums are exact.
+    values = torch.arange(K, device=x.device, dtype=rates.dtype)
+    moved = jumps @ values - x.to(rates.dtype) * jumps.sum(-1)  # (..., D)
+    return (x + moved.long()).clamp(0, K - 1)
 
 
 def _rate_process(process: ForwardProcess) -> RateProcess:

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from mixdistill.assets import resolve_asset
-from mixdistill.nets.tauldr_unet import TauLDRUNet, truncated_logistic_logits
+from mixdistill.nets.tauldr_unet import TauLDRUNet
+from mixdistill.nets.truncated_logistic import truncated_logistic_logits
 from mixdistill.processes.gaussian import GaussianRateProcess
 from mixdistill.safe_load import named_global
 from mixdistill.sampling.step_rule import StepRule
