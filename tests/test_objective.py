@@ -189,6 +189,35 @@ def test_consistency_targets_are_computed_without_graph(problem):
     torch.testing.assert_close(target_lm.exp().sum(-1), torch.ones(BATCH, D))
 
 
+def test_drawing_only_masked_positions_changes_no_target(problem, monkeypatch):
+    """The consistency targets draw only the positions masked in ``x_u`` (the others are pinned to
+    ``x_u``): for one seed they equal the targets of a draw over every position, and every unmasked
+    position of ``x_u`` keeps its token."""
+    teacher, student, x0 = problem
+    obj = Di4CObjective(SDTTTimes(p_distil=0.0), latents=LATENTS)
+    draw = SDTTTimes(p_distil=0.0).draw(BATCH)
+    x_t = teacher.process.corrupt(x0, draw.t)
+    teacher_logp = teacher.log_marginal(x_t, draw.t)
+    steps = []
+    original = teacher.consistency_step
+
+    def keep_x_u(*args, **kwargs):
+        steps.append(original(*args, **kwargs))
+        return steps[-1]
+
+    monkeypatch.setattr(teacher, "consistency_step", keep_x_u)
+    torch.manual_seed(7)
+    picked, lm = obj.consistency_targets(teacher, student, x_t, draw, None, teacher_logp)
+    monkeypatch.setattr(teacher.process, "random_positions", lambda x: None)
+    torch.manual_seed(7)
+    every, lm_every = obj.consistency_targets(teacher, student, x_t, draw, None, teacher_logp)
+    assert torch.equal(picked, every) and torch.equal(lm, lm_every)
+    x_u = steps[0]
+    kept = x_u != teacher.process.mask_id
+    assert bool(kept.any()) and bool((~kept).any())
+    assert torch.equal(picked[kept], x_u[kept])
+
+
 # ---------------------------------------------------------------------------------------------
 # Time samplers
 # ---------------------------------------------------------------------------------------------
