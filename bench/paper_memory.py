@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from unittest import mock
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -48,6 +49,7 @@ from mixdistill.injection import ExtraTokenInjection  # noqa: E402
 from mixdistill.module import DistillModule  # noqa: E402
 from mixdistill.nets.dit import MDLMDiT  # noqa: E402
 from mixdistill.nets.maskgit_vit import MaskGITSizes  # noqa: E402
+from mixdistill.sampling import categorical  # noqa: E402
 from mixdistill.teachers.maskgit import MaskGITTeacher  # noqa: E402
 from mixdistill.teachers.mdlm import MDLMTeacher  # noqa: E402
 
@@ -139,9 +141,19 @@ def batch(setup: Setup, b: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     return x0, (torch.randint(0, 1000, (b,)) if setup.cond else None)
 
 
+def every_row(values, num_samples, where, otherwise):
+    """``categorical._picked_rows`` with every row picked when ``where`` is given: a fixed shape for
+    fake tensors, and the selection's worst case (every position random, as at t = 1: each chunk of
+    rows is copied once more than without a selection)."""
+    return None if where is None else torch.arange(where.numel(), device=where.device)
+
+
 def train_step(module: DistillModule, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
     """``Di4CObjective.forward`` under bf16 autocast, then backward (the step whose peak we want)."""
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        mock.patch.object(categorical, "_picked_rows", every_row),
+    ):
         loss = module.objective(module.teacher, module.student, x0, cond)["loss"]
     loss.backward()
     return loss.detach()
