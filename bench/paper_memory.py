@@ -149,10 +149,12 @@ def every_row(values, num_samples, where, otherwise):
 
 
 def train_step(module: DistillModule, x0: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
-    """``Di4CObjective.forward`` under bf16 autocast, then backward (the step whose peak we want)."""
+    """``Di4CObjective.forward`` under bf16 autocast, then backward (the step whose peak we want), with
+    the sampler's chunks of a GPU (the CPU's are smaller, for its caches)."""
     with (
         torch.autocast("cpu", dtype=torch.bfloat16),
         mock.patch.object(categorical, "_picked_rows", every_row),
+        mock.patch.object(categorical, "CPU_CHUNK_ELEMENTS", categorical.CHUNK_ELEMENTS),
     ):
         loss = module.objective(module.teacher, module.student, x0, cond)["loss"]
     loss.backward()

@@ -20,8 +20,12 @@ from torch import Tensor
 #: differences and products with zero stay finite, so KL terms and their gradients never turn NaN.
 NEG_INF = -1.0e6
 
-#: Elements of the float64 working copies per chunk (2^26: 512 MB each).
+#: Elements of the float64 working copies per chunk (2^26: 512 MB each): large, so that each
+#: accelerator kernel has work enough.
 CHUNK_ELEMENTS = 2**26
+#: The CPU's limit (2^20: 8 MB): a chunk's five passes then run in cache, 3-4x faster than on
+#: chunks of 2^26 (bench: one draw per row of 16 x 128 x 4097 logits, 2 cores).
+CPU_CHUNK_ELEMENTS = 2**20
 
 
 def sample_from_probs(
@@ -86,7 +90,8 @@ def _draw(
     if picked is not None:
         u = u[picked]
     out = torch.empty(u.shape, dtype=torch.long, device=values.device)
-    step = max(1, CHUNK_ELEMENTS // max(k, 1))
+    limit = min(CHUNK_ELEMENTS, CPU_CHUNK_ELEMENTS) if values.device.type == "cpu" else CHUNK_ELEMENTS
+    step = max(1, limit // max(k, 1))
     for start in range(0, u.shape[0], step):
         sl = slice(start, start + step)
         # The selected rows' copy is not kept past weights(): only the float64 one is live below.
