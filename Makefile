@@ -32,6 +32,7 @@ bench:
 	$(PY) bench/step_bench.py
 	$(PY) bench/growth.py
 	$(PY) bench/sampler_overhead.py
+	$(PY) bench/sampler_chunks.py
 	$(PY) bench/ddp_throughput.py
 
 assets: text-data fashion-mnist

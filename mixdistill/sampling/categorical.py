@@ -23,8 +23,8 @@ NEG_INF = -1.0e6
 #: Elements of the float64 working copies per chunk (2^26: 512 MB each): large, so that each
 #: accelerator kernel has work enough.
 CHUNK_ELEMENTS = 2**26
-#: The CPU's limit (2^20: 8 MB): a chunk's five passes then run in cache, 3-4x faster than on
-#: chunks of 2^26 (bench: one draw per row of 16 x 128 x 4097 logits, 2 cores).
+#: The CPU's limit (2^20: 8 MB): a chunk's five passes then run in cache, 2.2-3.5x faster than on
+#: chunks of 2^26 (bench/sampler_chunks.py, 2 cores).
 CPU_CHUNK_ELEMENTS = 2**20
 
 
