@@ -41,3 +41,16 @@ def test_gradcheck():
         torch.cat([torch.randn(2, 1, 2, 2), torch.rand(2, 1, 2, 2) * 2 + 1], 1).double().requires_grad_(True)
     )
     assert torch.autograd.gradcheck(lambda o: truncated_logistic_logits(o, 8), (out,))
+
+
+def test_half_precision_output_gives_float32_logits_at_float32_accuracy():
+    """Invariant: a bf16 network output (autocast) gives float32 logits, equal to those of the same
+    values given in float32 (the bin edges are never formed in bf16), and its gradient reaches the
+    bf16 output in bf16."""
+    torch.manual_seed(2)
+    out = torch.cat([torch.randn(2, 3, 4, 4), torch.rand(2, 3, 4, 4) * 3], 1).bfloat16().requires_grad_(True)
+    got = truncated_logistic_logits(out, 256)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, truncated_logistic_logits(out.detach().float(), 256), rtol=0, atol=0)
+    got.sum().backward()
+    assert out.grad.dtype == torch.bfloat16 and bool(out.grad.isfinite().all())

@@ -26,11 +26,13 @@ def truncated_logistic_logits(out: Tensor, num_states: int, fix_logistic: bool =
     minimum with the complementary form, which is more accurate in the right tail (tau-LDR: False).
 
     Returns:
-        Logits ``(B, C, H, W, num_states)``.
+        Logits ``(B, C, H, W, num_states)``, float32 (float64 for float64 ``out``).
     """
     C = out.shape[1] // 2
-    mu, log_scale = out[:, :C].unsqueeze(-1), out[:, C:].unsqueeze(-1)  # (B, C, H, W, 1)
-    edges = bin_edges(num_states, out)
+    # At least float32: bf16 / fp16 outputs (autocast) cannot resolve bin edges 2 / S apart.
+    dtype = torch.promote_types(out.dtype, torch.float32)
+    mu, log_scale = out[:, :C].unsqueeze(-1).to(dtype), out[:, C:].unsqueeze(-1).to(dtype)  # (B, C, H, W, 1)
+    edges = bin_edges(num_states, mu)
     if fix_logistic:
         z = (edges - mu) * torch.exp(-(log_scale - 2.0))  # (B, C, H, W, S + 1)
         log_cdf = F.logsigmoid(z)
