@@ -209,8 +209,11 @@ def compare(name: str, module: DistillModule, b: int, args: argparse.Namespace) 
     losses = {impl: [run(IMPLS[impl], module, x0, cond, 50 + s) for s in range(3)] for impl in IMPLS}
     rel = max(abs(a - r) / abs(r) for a, r in zip(losses["mixdistill"], losses["research port"], strict=True))
     secs = time_pairs(module, x0, cond, args.warmup, args.repeats)
-    ratios = [a / r for a, r in zip(secs["mixdistill"], secs["research port"], strict=True)]
-    floors = [a / r for a, r in zip(secs["network passes alone"], secs["research port"], strict=True)]
+
+    def to_research(name: str) -> list[float]:
+        return [a / r for a, r in zip(secs[name], secs["research port"], strict=True)]
+
+    ratios, floors = to_research("mixdistill"), to_research("network passes alone")
     peaks = {impl: peak_bytes(IMPLS[impl], module, x0, cond) for impl in IMPLS}
     return dict(
         name=name,

@@ -34,7 +34,7 @@ def truncated_logistic_logits(out: Tensor, num_states: int, fix_logistic: bool =
     mu, log_scale = out[:, :C].unsqueeze(-1).to(dtype), out[:, C:].unsqueeze(-1).to(dtype)  # (B, C, H, W, 1)
     edges = bin_edges(num_states, mu)
     if fix_logistic:
-        z = (edges - mu) * torch.exp(-(log_scale - 2.0))  # (B, C, H, W, S + 1)
+        z = (edges - mu) * _inv_scale(log_scale)  # (B, C, H, W, S + 1)
         log_cdf = F.logsigmoid(z)
         log_sf = log_cdf - z  # log(1 - sig(z))
         cdf_form = _log_minus_exp(log_cdf[..., 1:], log_cdf[..., :-1])
@@ -49,6 +49,11 @@ def bin_edges(num_states: int, like: Tensor) -> Tensor:
         -1.0 + width / 2, 1.0 - width / 2, num_states, device=like.device, dtype=like.dtype
     )
     return torch.cat([centres - width / 2, centres[-1:] + width / 2])
+
+
+def _inv_scale(log_scale: Tensor) -> Tensor:
+    """tau-LDR's logistic inverse scale ``exp(2 - log_scale)``."""
+    return torch.exp(-(log_scale - 2.0))
 
 
 def _log_minus_exp(a: Tensor, b: Tensor, eps: float = EPS) -> Tensor:
@@ -72,13 +77,13 @@ class _BinLogits(torch.autograd.Function):
     def forward(ctx, mu: Tensor, log_scale: Tensor, edges: Tensor) -> Tensor:
         ctx.save_for_backward(mu, log_scale, edges)
         with torch.no_grad():
-            log_cdf = F.logsigmoid((edges - mu) * torch.exp(-(log_scale - 2.0)))  # (..., S + 1)
+            log_cdf = F.logsigmoid((edges - mu) * _inv_scale(log_scale))  # (..., S + 1)
             return _log_minus_exp(log_cdf[..., 1:], log_cdf[..., :-1])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
         mu, log_scale, edges = ctx.saved_tensors
-        inv_scale = torch.exp(-(log_scale - 2.0))
+        inv_scale = _inv_scale(log_scale)
         z = (edges - mu) * inv_scale  # (..., S + 1)
         log_cdf = F.logsigmoid(z)
         w = (log_cdf[..., :-1] - log_cdf[..., 1:]).exp_()  # q, (..., S)
