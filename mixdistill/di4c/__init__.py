@@ -6,10 +6,12 @@ from mixdistill.di4c.base import Objective
 from mixdistill.di4c.latent_draws import IndependentDraw, LatentDraw, StratifiedDraw
 from mixdistill.di4c.objective import Di4CObjective
 from mixdistill.di4c.sdtt import SDTTObjective
+from mixdistill.di4c.targets import ConsistencyTarget, StudentAtU, TeacherRollout
 from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TauLDRTimes, TimeDraw, TimeSampler
 from mixdistill.di4c.weights import CorrelationWeight, SigmoidWeight
 
 __all__ = [
+    "ConsistencyTarget",
     "CorrelationWeight",
     "Di4CObjective",
     "IndependentDraw",
@@ -20,7 +22,9 @@ __all__ = [
     "SDTTTimes",
     "SigmoidWeight",
     "StratifiedDraw",
+    "StudentAtU",
     "TauLDRTimes",
+    "TeacherRollout",
     "TimeDraw",
     "TimeSampler",
 ]

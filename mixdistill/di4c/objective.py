@@ -10,10 +10,9 @@ from mixdistill.di4c.base import Objective
 from mixdistill.di4c.chunks import TILE_ELEMENTS
 from mixdistill.di4c.fused_losses import di4c_loss_terms
 from mixdistill.di4c.latent_draws import IndependentDraw, LatentDraw
-from mixdistill.di4c.losses import tiled_log_marginal
+from mixdistill.di4c.targets import ConsistencyTarget, StudentAtU
 from mixdistill.di4c.times import SDTTTimes, TimeDraw, TimeSampler
 from mixdistill.di4c.weights import CorrelationWeight, SigmoidWeight
-from mixdistill.sampling.categorical import sample_from_logits
 from mixdistill.student import MixtureStudent
 from mixdistill.teachers.base import Teacher
 
@@ -44,6 +43,9 @@ class Di4CObjective(Objective):
         latent_draw: How the ``n`` lambdas of an example are drawn for the student's mixture
             estimate: ``IndependentDraw`` (the paper's, the default) or ``StratifiedDraw`` (one
             lambda in each ``1/n`` slice: lower variance, ``n`` components scored exactly).
+        target: Where the consistency target's ``n`` joint samples come from: ``StudentAtU`` (the
+            paper's "teacher step ``t -> u``, then the student", the default) or
+            ``TeacherRollout`` (a chain of several teacher steps from ``t`` to data).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Di4CObjective(Objective):
         label_dropout: float = 0.0,
         tile_elements: int | None = TILE_ELEMENTS,
         latent_draw: LatentDraw | None = None,
+        target: ConsistencyTarget | None = None,
     ) -> None:
         super().__init__()
         if tile_elements is not None and tile_elements < 1:
@@ -65,6 +68,7 @@ class Di4CObjective(Objective):
             )
         self.tile_elements = tile_elements
         self.latent_draw = latent_draw if latent_draw is not None else IndependentDraw()
+        self.target = target if target is not None else StudentAtU()
         if latents < 1:
             raise ValueError(f"Di4CObjective: latents={latents} must be at least 1.")
         if not 0.0 <= label_dropout < 1.0:
@@ -88,7 +92,6 @@ class Di4CObjective(Objective):
         lam = self.latent_draw(x_t.shape[0], self.latents, student.latent_dim, device=x_t.device)
         return student.denoise_latent(x_t, t, cond, lam)
 
-    @torch.no_grad()
     def consistency_targets(
         self,
         teacher: Teacher,
@@ -98,26 +101,10 @@ class Di4CObjective(Objective):
         cond: Tensor | None,
         teacher_logp: Tensor,
     ) -> tuple[Tensor, Tensor]:
-        """``n`` samples of "teacher ``t -> u``, then student ``u -> 0``" ``(b, n, D)`` and the average
-        of those student distributions ``(b, D, S)``.
+        """``n`` joint samples of the consistency target ``(b, n, D)`` and the log of their average
+        distribution ``(b, D, S)``, drawn by ``self.target``.
         """
-        n = self.latents
-        reuse = teacher_logp if teacher.marginal_drives_step else None
-        x_u = teacher.consistency_step(x_t, draw.t, draw.u, cond, n, logits=reuse)  # (b, n, D)
-        b = x_u.shape[0]
-        rep_cond = None if cond is None else cond.repeat_interleave(n, 0)
-        lam = student.sample_latent(b * n, device=x_t.device)
-        was_training = student.training
-        student.eval()  # the target is the student's prediction, without dropout noise
-        try:
-            logits = student.denoise(x_u.flatten(0, 1), draw.u.repeat_interleave(n), rep_cond, lam)
-        finally:
-            student.train(was_training)
-        logits = logits.view(b, n, *logits.shape[1:])  # (b, n, D, S), the network's dtype
-        free = teacher.process.random_positions(x_u)  # (b, n, D): None when every position is random
-        # Only the random positions are drawn (the rest are pinned to x_u), from the same uniforms.
-        targets = sample_from_logits(logits, where=free, otherwise=None if free is None else x_u)
-        return targets, tiled_log_marginal(logits, self.tile_elements)
+        return self.target(teacher, student, x_t, draw, cond, teacher_logp, self.latents, self.tile_elements)
 
     def forward(
         self, teacher: Teacher, student: MixtureStudent, x0: Tensor, cond: Tensor | None = None

@@ -127,6 +127,10 @@ class Teacher(nn.Module, ABC):
         """
         return self.step_rule.step(self.process, x_t, logits, t, s, num_samples, context)
 
+    def consistency_logits(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The logits ``(B, D, S)`` a consistency step at ``x_t`` uses: ``sampling_logits`` here."""
+        return self.sampling_logits(x_t, t, cond)
+
     def consistency_step(
         self,
         x_t: Tensor,
@@ -142,7 +146,7 @@ class Teacher(nn.Module, ABC):
         where ``marginal_drives_step`` holds, and anything else is an error, not ignored.
         """
         if logits is None:
-            logits = self.sampling_logits(x_t, t, cond)
+            logits = self.consistency_logits(x_t, t, cond)
         elif not self.marginal_drives_step:
             raise ValueError(
                 f"{type(self).__name__}.consistency_step: logits were given, but this teacher's step does "

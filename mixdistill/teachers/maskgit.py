@@ -126,6 +126,10 @@ class MaskGITTeacher(Teacher):
         # Unguided, the confidence step only needs softmax(logits), which log_marginal's values give.
         return self.guidance is None or not self.guide_consistency
 
+    def consistency_logits(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Conditional logits unless ``guide_consistency`` (then guided, as the sampler's)."""
+        return self.sampling_logits(x_t, t, cond) if self.guide_consistency else self.denoise(x_t, t, cond)
+
     def consistency_step(
         self,
         x_t: Tensor,
@@ -136,10 +140,8 @@ class MaskGITTeacher(Teacher):
         logits: Tensor | None = None,
     ) -> Tensor:
         """``num_samples`` teacher steps ``t -> s`` ``(B, n, D)``, guided only if ``guide_consistency``."""
-        if logits is None and not self.guide_consistency:
-            logits = self.denoise(x_t, t, cond)
         if self.consistency_rule is None:
             return super().consistency_step(x_t, t, s, cond, num_samples, logits)
         if logits is None:
-            logits = self.sampling_logits(x_t, t, cond)
+            logits = self.consistency_logits(x_t, t, cond)
         return self.consistency_rule.step(self.process, x_t, logits, t, s, num_samples, None)
