@@ -47,6 +47,32 @@ def test_every_shipped_config_parses(config, capsys):
     assert "class_path" in capsys.readouterr().out
 
 
+def test_pixel_evaluator_overlay_merges_over_the_image_token_config(capsys):
+    """Invariant: configs/eval/image_tokens_pixels.yaml merged over configs/image_tokens.yaml keeps the
+    shipped metrics and adds FD-pixels of the decoded images, as its comment promises."""
+    overlay = CONFIG_DIR / "eval" / "image_tokens_pixels.yaml"
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "test",
+                "--config",
+                str(CONFIG_DIR / "image_tokens.yaml"),
+                "--config",
+                str(overlay),
+                "--print_config",
+            ]
+        )
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert [
+        line.split(":")[1].strip() for line in out.splitlines() if line.strip().startswith("name: FD")
+    ] == [
+        "FD-fashion",
+        "FD-pixels",
+    ]
+    assert "ClassAccuracy" in out
+
+
 class StartRecorder(L.Callback):
     """Records the global step and student weights when training starts."""
 
