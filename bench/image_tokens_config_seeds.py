@@ -36,9 +36,16 @@ def seed_result(seed: int, root: Path) -> dict:
     folder = root / f"seed{seed}"
     found = sorted(folder.rglob("quality.json"))
     if found:
-        return {"fit_seconds": None, **json.loads(found[-1].read_text())}
+        return {"fit_seconds": _fit_seconds(folder), **json.loads(found[-1].read_text())}
     quality, _, secs = fit_and_test(CONFIG, str(folder), [f"--seed_everything={seed}"], evaluation_args(seed))
     return {"fit_seconds": secs, **quality}
+
+
+def _fit_seconds(folder: Path) -> float | None:
+    """A finished run's fit time from its files: first log folder's creation to the last checkpoint."""
+    starts = sorted(folder.glob("lightning_logs/*/hparams.yaml"), key=lambda f: f.stat().st_mtime)
+    last = folder / "checkpoints" / "last.ckpt"
+    return last.stat().st_mtime - starts[0].stat().st_mtime if starts and last.is_file() else None
 
 
 def _table(results: dict[str, dict]) -> list[str]:
@@ -57,9 +64,9 @@ def _table(results: dict[str, dict]) -> list[str]:
         cells = [f"{cols[c][i]:.2f}" for c in FD] + [f"{m[i]:+.2f}" for m in margins]
         acc = f"{v[('teacher', 4)]['class-acc']:.3f} / {v[('student', 4)]['class-acc']:.3f}"
         lines.append(f"| {s} | " + " | ".join(cells) + f" | {acc} |")
-    for name, fn in (("mean", statistics.mean), ("std", statistics.stdev)):
+    for name, fn, sign in (("mean", statistics.mean, "+"), ("std", statistics.stdev, "")):
         if len(rows) > 1:
-            cells = [f"{fn(cols[c]):.2f}" for c in FD] + [f"{fn(m):+.2f}" for m in margins]
+            cells = [f"{fn(cols[c]):.2f}" for c in FD] + [f"{fn(m):{sign}.2f}" for m in margins]
             lines.append(f"| {name} | " + " | ".join(cells) + " | |")
     return lines
 
@@ -80,7 +87,7 @@ def mean_rows(results: dict[str, dict]) -> list[dict]:
 
 def render(results: dict[str, dict]) -> str:
     secs = [q["fit_seconds"] for q in results.values() if q["fit_seconds"] is not None]
-    fit = f"; fits took {min(secs) / 60:.0f}-{max(secs) / 60:.0f} min" if secs else ""
+    fit = f"; fits of {min(secs) / 60:.0f}-{max(secs) / 60:.0f} min to the last checkpoint" if secs else ""
     lines = [
         SECTION,
         "",
