@@ -116,7 +116,7 @@ def batched_loss(
     """The loss part of ``Di4CObjective.forward`` (all three terms, unit weights) from raw logits.
 
     The same calls as the objective: the targets under ``no_grad`` (teacher log-probabilities; the
-    average of the student distributions at u, as ``consistency_targets`` builds it), then
+    average of the student distributions at u, as ``StudentAtU`` builds it), then
     ``di4c_loss_terms`` on the student's float32 logits at t.
     """
     b, n, d = targets.shape

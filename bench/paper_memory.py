@@ -70,7 +70,9 @@ class AllConsistencyObjective(Di4CObjective):
         sub = TimeDraw(*(v.index_select(0, rows) for v in pick))
         c = None if cond is None else cond.index_select(0, rows)
         x_sel, lp_sel = x_t.index_select(0, rows), teacher_logp.index_select(0, rows)
-        targets, target_lm = self.consistency_targets(teacher, student, x_sel, sub, c, lp_sel)
+        targets, target_lm = self.target(
+            teacher, student, x_sel, sub, c, lp_sel, self.latents, self.tile_elements
+        )
         return targets, target_lm, rows
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from mixdistill.di4c.objective import Di4CObjective
+from mixdistill.di4c.targets import StudentAtU
 from mixdistill.di4c.times import MaskGITTimes, SDTTTimes, TauLDRTimes, TimeDraw, TimeSampler
 from mixdistill.di4c.weights import ConstantWeight, LinearWeight, SigmoidWeight
 from mixdistill.injection import AdditiveInjection
@@ -116,13 +117,13 @@ def test_loss_weights_select_the_parts(problem, monkeypatch):
     t = torch.full((BATCH,), 0.6)
     zeros, ones = torch.zeros(BATCH), torch.ones(BATCH)
     calls = []
-    original = Di4CObjective.consistency_targets
+    original = StudentAtU.__call__
 
-    def spy(self, teacher_, student_, x_t, draw, cond, teacher_logp):
+    def spy(self, teacher_, student_, x_t, *args):
         calls.append(x_t.shape[0])
-        return original(self, teacher_, student_, x_t, draw, cond, teacher_logp)
+        return original(self, teacher_, student_, x_t, *args)
 
-    monkeypatch.setattr(Di4CObjective, "consistency_targets", spy)
+    monkeypatch.setattr(StudentAtU, "__call__", spy)
     with torch.no_grad():
         obj = Di4CObjective(_FixedTimes(TimeDraw(t, t - 0.05, ones, zeros, zeros)), latents=LATENTS)
         out = obj(teacher, student, x0)
@@ -181,7 +182,7 @@ def test_consistency_targets_are_computed_without_graph(problem):
     draw = SDTTTimes(p_distil=0.0).draw(BATCH)
     x_t = teacher.process.corrupt(x0, draw.t)
     teacher_logp = teacher.log_marginal(x_t, draw.t)
-    targets, target_lm = obj.consistency_targets(teacher, student, x_t, draw, None, teacher_logp)
+    targets, target_lm = obj.target(teacher, student, x_t, draw, None, teacher_logp, LATENTS, None)
     assert targets.shape == (BATCH, LATENTS, D) and targets.dtype == torch.long
     assert target_lm.shape == (BATCH, D, S)
     assert not targets.requires_grad and not target_lm.requires_grad and target_lm.grad_fn is None
@@ -207,10 +208,10 @@ def test_drawing_only_masked_positions_changes_no_target(problem, monkeypatch):
 
     monkeypatch.setattr(teacher, "consistency_step", keep_x_u)
     torch.manual_seed(7)
-    picked, lm = obj.consistency_targets(teacher, student, x_t, draw, None, teacher_logp)
+    picked, lm = obj.target(teacher, student, x_t, draw, None, teacher_logp, LATENTS, None)
     monkeypatch.setattr(teacher.process, "random_positions", lambda x: None)
     torch.manual_seed(7)
-    every, lm_every = obj.consistency_targets(teacher, student, x_t, draw, None, teacher_logp)
+    every, lm_every = obj.target(teacher, student, x_t, draw, None, teacher_logp, LATENTS, None)
     assert torch.equal(picked, every) and torch.equal(lm, lm_every)
     x_u = steps[0]
     kept = x_u != teacher.process.mask_id

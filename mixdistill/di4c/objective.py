@@ -92,20 +92,6 @@ class Di4CObjective(Objective):
         lam = self.latent_draw(x_t.shape[0], self.latents, student.latent_dim, device=x_t.device)
         return student.denoise_latent(x_t, t, cond, lam)
 
-    def consistency_targets(
-        self,
-        teacher: Teacher,
-        student: MixtureStudent,
-        x_t: Tensor,
-        draw: TimeDraw,
-        cond: Tensor | None,
-        teacher_logp: Tensor,
-    ) -> tuple[Tensor, Tensor]:
-        """``n`` joint samples of the consistency target ``(b, n, D)`` and the log of their average
-        distribution ``(b, D, S)``, drawn by ``self.target``.
-        """
-        return self.target(teacher, student, x_t, draw, cond, teacher_logp, self.latents, self.tile_elements)
-
     def forward(
         self, teacher: Teacher, student: MixtureStudent, x0: Tensor, cond: Tensor | None = None
     ) -> dict[str, Tensor]:
@@ -168,5 +154,7 @@ class Di4CObjective(Objective):
         rows = sel.nonzero().squeeze(1)
         sub = TimeDraw(draw.t[sel], draw.u[sel], draw.w_distil[sel], draw.w_consis[sel], draw.w_data[sel])
         c = None if cond is None else cond[sel]
-        targets, target_lm = self.consistency_targets(teacher, student, x_t[sel], sub, c, teacher_logp[sel])
+        targets, target_lm = self.target(
+            teacher, student, x_t[sel], sub, c, teacher_logp[sel], self.latents, self.tile_elements
+        )
         return targets, target_lm, rows
